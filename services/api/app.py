@@ -1,0 +1,75 @@
+"""The api service: configuration, customer state, analytics, credentials."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from fastapi import FastAPI, Request
+from redis.asyncio import Redis
+from sqlalchemy import text
+
+from services.api.access.views import router as access_router
+from services.api.config.publisher import ConfigPublisher
+from services.api.customers.views import router as customers_router
+from services.api.db.base import make_engine, make_sessions
+from services.api.db.migrate import upgrade
+from services.api.journeys.views import router as journeys_router
+from shared.customer_keys import CustomerKeys
+from shared.http import ReadinessCheck, add_health_routes, install_error_handlers
+from shared.kafka import make_producer
+from shared.settings import Settings
+from shared.topics import Topics
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    async with AsyncExitStack() as stack:
+        engine = make_engine(settings.require("database_url"))
+        stack.push_async_callback(engine.dispose)
+        await upgrade(engine)
+        redis = Redis.from_url(settings.require("redis_url"))
+        stack.push_async_callback(redis.aclose)
+        producer = make_producer(settings)
+        await producer.start()
+        stack.push_async_callback(producer.stop)
+        app.state.engine = engine
+        app.state.sessions = make_sessions(engine)
+        app.state.redis = redis
+        app.state.customer_keys = CustomerKeys(settings.namespace)
+        app.state.publisher = ConfigPublisher(
+            producer, Topics(settings.namespace).config, app.state.sessions
+        )
+        await app.state.publisher.publish()
+        yield
+
+
+def _checks(request: Request) -> Mapping[str, ReadinessCheck]:
+    state = request.app.state
+
+    async def postgres() -> bool:
+        async with state.engine.connect() as connection:
+            return (await connection.scalar(text("SELECT 1"))) == 1
+
+    async def redis() -> bool:
+        return bool(await state.redis.ping())
+
+    return {"postgres": postgres, "redis": redis}
+
+
+def create_app(settings: Settings) -> FastAPI:
+    app = FastAPI(
+        title="Safar api",
+        description=(
+            "Configure journeys and rules, read customer state and journey analytics. "
+            "Authenticate with `Authorization: Bearer <API key>`."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    for router in (journeys_router, customers_router, access_router):
+        app.include_router(router)
+    add_health_routes(app, _checks)
+    return app

@@ -1,0 +1,17 @@
+"""Ingest metrics (DESIGN §10)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+EVENTS = Counter(
+    "safar_ingest_events_total",
+    "Events received, by type and outcome (accepted, rejected, unavailable, rate_limited)",
+    ["type", "outcome"],
+)
+REQUEST_DURATION = Histogram(
+    "safar_ingest_request_duration_seconds",
+    "Ingest request duration, by route template and status",
+    ["route", "status"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)

@@ -1,0 +1,120 @@
+"""The orchestrator process: consumer loops in a lifespan, plus health and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Literal
+
+from fastapi import FastAPI, Request
+from redis.asyncio import Redis
+
+from services.orchestrator.active_config import ActiveConfig
+from services.orchestrator.event_consumer import EventConsumer
+from services.orchestrator.profile_store import ProfileStore
+from shared.config_feed import ConfigFeed
+from shared.customer_keys import CustomerKeys
+from shared.http import ReadinessCheck, add_health_routes, install_error_handlers
+from shared.kafka import make_consumer, make_producer
+from shared.settings import Settings
+from shared.topics import Topics
+
+log = logging.getLogger(__name__)
+
+Role = Literal["all", "events"]
+
+
+def _stop_process_on_failure(app: FastAPI) -> None:
+    """A loop that dies takes the process down (non-zero), instead of idling unhealthy."""
+
+    def done(task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.critical("%s stopped: %r", task.get_name(), exc, exc_info=exc)
+            app.state.failed = True
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    app.state.on_loop_done = done
+
+
+async def _run_events(app: FastAPI, worker: EventConsumer, feed: ConfigFeed) -> None:
+    if not feed.ready.is_set():
+        log.info("waiting for a configuration on %s (is the api running?)", app.state.topics.config)
+        await feed.ready.wait()
+    worker.subscribe()
+    app.state.consuming = True
+    await worker.run()
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    topics = Topics(settings.namespace)
+    app.state.topics = topics
+    app.state.consuming = False
+    app.state.failed = False
+    async with AsyncExitStack() as stack:
+        redis = Redis.from_url(settings.require("redis_url"))
+        stack.push_async_callback(redis.aclose)
+        app.state.redis = redis
+        producer = make_producer(settings)
+        await producer.start()
+        stack.push_async_callback(producer.stop)
+        active = ActiveConfig()
+        feed = await stack.enter_async_context(ConfigFeed(settings, active.update))
+        app.state.feed = feed
+        consumer = make_consumer(
+            settings, group_id=topics.group("orchestrator"), max_poll_interval_ms=300_000
+        )
+        await consumer.start()
+        stack.push_async_callback(consumer.stop)
+        worker = EventConsumer(
+            settings,
+            consumer,
+            producer,
+            ProfileStore(redis, CustomerKeys(settings.namespace)),
+            active,
+        )
+        tasks = [asyncio.create_task(_run_events(app, worker, feed), name="events-loop")]
+        _stop_process_on_failure(app)
+        for task in tasks:
+            task.add_done_callback(app.state.on_loop_done)
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+
+def _checks(request: Request) -> Mapping[str, ReadinessCheck]:
+    state = request.app.state
+
+    async def redis() -> bool:
+        return bool(await state.redis.ping())
+
+    async def config() -> bool:
+        return bool(state.feed.ready.is_set())
+
+    async def consuming() -> bool:
+        return bool(state.consuming)
+
+    return {"redis": redis, "config": config, "consumer": consuming}
+
+
+def create_app(settings: Settings, role: Role = "all") -> FastAPI:
+    app = FastAPI(title="Safar orchestrator", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.settings = settings
+    app.state.role = role
+    install_error_handlers(app)
+    add_health_routes(app, _checks)
+    return app

@@ -1,0 +1,29 @@
+"""Orchestrator metrics (DESIGN §10); labels never carry customer or event ids."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS_PROCESSED = Counter(
+    "safar_events_processed_total",
+    "Events consumed from safar.events, by outcome (applied, duplicate, dead_lettered)",
+    ["outcome"],
+)
+EVENT_LAG = Histogram(
+    "safar_event_lag_seconds",
+    "Time from ingest receiving an event to its effects being stored",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+CONSUMER_LAG = Gauge("safar_consumer_lag", "Records behind the end of safar.events", ["partition"])
+STAGE_TRANSITIONS = Counter(
+    "safar_stage_transitions_total",
+    "Customers moving between stages",
+    ["journey", "from_stage", "to_stage"],
+)
+CUSTOMERS_IN_STAGE = Gauge(
+    "safar_customers_in_stage",
+    "Net customers moved into a stage by this process (sum over processes for the total)",
+    ["journey", "stage"],
+)
+DLQ = Counter("safar_dlq_total", "Records sent to safar.dlq", ["kind"])
+CONFIG_VERSION = Gauge("safar_config_version", "Active configuration version")

@@ -1,0 +1,55 @@
+"""Customer profiles in Redis, written with compare-and-set so a replay changes nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from shared.customer_keys import CustomerKeys
+from shared.profile import Profile
+
+# KEYS[1] profile hash; ARGV: expected version, profile JSON, new version.
+_COMPARE_AND_SET = """
+local current = redis.call('HGET', KEYS[1], 'v')
+if (current or '0') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'p', ARGV[2], 'v', ARGV[3])
+return 1
+"""
+
+
+@dataclass(slots=True)
+class Stored:
+    profile: Profile | None
+    version: int
+
+
+class ProfileStore:
+    def __init__(self, redis: Redis, keys: CustomerKeys) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._cas = redis.register_script(_COMPARE_AND_SET)
+
+    async def load_many(self, customer_ids: Sequence[str]) -> dict[str, Stored]:
+        """Profiles and their versions, in one round trip."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for customer_id in customer_ids:
+                pipe.hmget(self._keys.profile(customer_id), "p", "v")
+            rows = await pipe.execute()
+        return {
+            customer_id: Stored(None if raw is None else Profile.from_json(raw), int(version or 0))
+            for customer_id, (raw, version) in zip(customer_ids, rows, strict=True)
+        }
+
+    async def save_many(self, writes: Sequence[tuple[Profile, int]]) -> list[bool]:
+        """Write each profile if its version is unchanged; False where another writer won."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for profile, version in writes:
+                await self._cas(
+                    keys=[self._keys.profile(profile.id)],
+                    args=[version, profile.to_json(), version + 1],
+                    client=pipe,
+                )
+            results = await pipe.execute()
+        return [bool(r) for r in results]

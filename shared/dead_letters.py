@@ -1,0 +1,41 @@
+"""Dead letters on ``safar.dlq``: the original record with why it failed; never dropped."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from shared.events import format_time
+
+DLQ_SCHEMA = 1
+
+
+async def dead_letter(
+    producer: AIOKafkaProducer,
+    topic: str,
+    *,
+    kind: str,
+    key: bytes | None,
+    value: bytes,
+    error: str,
+    source: str,
+    attempts: int = 1,
+) -> None:
+    """Produce one dead letter and wait for Kafka's acknowledgement."""
+    try:
+        original: object = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        original = {"base64": base64.b64encode(value).decode()}
+    letter = {
+        "schema": DLQ_SCHEMA,
+        "kind": kind,
+        "source": source,
+        "error": error,
+        "attempts": attempts,
+        "failed_at": format_time(datetime.now(UTC)),
+        "original": original,
+    }
+    await producer.send_and_wait(topic, orjson.dumps(letter), key=key)

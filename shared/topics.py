@@ -1,0 +1,49 @@
+"""Kafka topic names (DESIGN §4), scoped by the settings' namespace."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """The five Safar topics for one namespace."""
+
+    namespace: str = ""
+
+    def _name(self, base: str) -> str:
+        return f"{self.namespace}.{base}" if self.namespace else base
+
+    @property
+    def events(self) -> str:
+        return self._name("safar.events")
+
+    @property
+    def actions(self) -> str:
+        return self._name("safar.actions")
+
+    @property
+    def history(self) -> str:
+        return self._name("safar.history")
+
+    @property
+    def config(self) -> str:
+        return self._name("safar.config")
+
+    @property
+    def dlq(self) -> str:
+        return self._name("safar.dlq")
+
+    def group(self, role: str) -> str:
+        """Consumer group id for a role (orchestrator, dispatcher, recorder)."""
+        return self._name(f"safar-{role}")
+
+    def partitions(self, events_partitions: int) -> dict[str, int]:
+        """Every topic with its partition count; config is a single partition."""
+        return {
+            self.events: events_partitions,
+            self.actions: events_partitions,
+            self.history: events_partitions,
+            self.config: 1,
+            self.dlq: 1,
+        }
