@@ -194,12 +194,7 @@ class DevStack:
             await engine.dispose()
 
     def _env(self) -> dict[str, str]:
-        s = self.settings
-        return os.environ | {
-            "SAFAR_KAFKA_BOOTSTRAP": s.require("kafka_bootstrap"),
-            "SAFAR_REDIS_URL": s.require("redis_url"),
-            "SAFAR_DATABASE_URL": s.require("database_url"),
-        }
+        return os.environ | self.settings.as_env()
 
     def _start_services(self) -> None:
         s = self.settings

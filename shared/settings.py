@@ -53,6 +53,17 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = None
     webhook_allow_private: bool = False
 
+    def as_env(self) -> dict[str, str]:
+        """These settings as ``SAFAR_*`` variables, to hand to a child process."""
+        env: dict[str, str] = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[f"SAFAR_{name.upper()}"] = str(value)
+        return env
+
     def require(self, name: Literal["kafka_bootstrap", "redis_url", "database_url"]) -> str:
         """Return a connection string or explain how to provide it."""
         value = getattr(self, name)
