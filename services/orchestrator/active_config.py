@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from services.orchestrator.engine.compiled import CompiledConfig
 from services.orchestrator.metrics import CONFIG_VERSION
 from shared.definitions import ConfigSnapshot
+from shared.engine.compiled import CompiledConfig
 
 
 class ActiveConfig:

@@ -20,11 +20,11 @@ from redis.exceptions import RedisError
 
 from services.orchestrator import metrics
 from services.orchestrator.active_config import ActiveConfig
-from services.orchestrator.engine.compiled import CompiledConfig
-from services.orchestrator.engine.process import Outcome, process_event
-from services.orchestrator.engine.profile import parse_time
 from services.orchestrator.profile_store import ProfileStore
 from shared.dead_letters import dead_letter
+from shared.engine.compiled import CompiledConfig
+from shared.engine.process import Outcome, process_event
+from shared.engine.profile import parse_time
 from shared.events import Event, EventDecodeError
 from shared.history import encode_record, record_id
 from shared.profile import Profile

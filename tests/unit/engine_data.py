@@ -6,8 +6,8 @@ import itertools
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from services.orchestrator.engine.compiled import CompiledConfig
 from shared.definitions import Bundle, ConfigSnapshot
+from shared.engine.compiled import CompiledConfig
 from shared.events import Event, format_time
 
 T0 = datetime(2026, 11, 1, 10, 0, tzinfo=UTC)

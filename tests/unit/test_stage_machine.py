@@ -5,9 +5,9 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from services.orchestrator.engine.compiled import CompiledConfig
-from services.orchestrator.engine.process import Outcome, process_event
-from services.orchestrator.engine.stage_machine import Transition
+from shared.engine.compiled import CompiledConfig
+from shared.engine.process import Outcome, process_event
+from shared.engine.stage_machine import Transition
 from shared.events import Event
 from shared.profile import Profile
 from tests.unit.engine_data import PURCHASE, T0, config, track

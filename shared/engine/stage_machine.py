@@ -7,8 +7,8 @@ from typing import Literal
 
 import cel
 
-from services.orchestrator.engine.compiled import CompiledJourney
-from services.orchestrator.engine.expression_context import holds
+from shared.engine.compiled import CompiledJourney
+from shared.engine.expression_context import holds
 from shared.profile import Profile, StageState
 
 MoveKind = Literal["enter", "forward", "skip", "backward"]

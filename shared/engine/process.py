@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from services.orchestrator.engine.compiled import CompiledConfig
-from services.orchestrator.engine.expression_context import make_context
-from services.orchestrator.engine.profile import already_applied, apply_event
-from services.orchestrator.engine.stage_machine import Transition, move_stages
+from shared.engine.compiled import CompiledConfig
+from shared.engine.expression_context import make_context
+from shared.engine.profile import already_applied, apply_event
+from shared.engine.stage_machine import Transition, move_stages
 from shared.events import Event
 from shared.profile import Profile
 
