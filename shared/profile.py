@@ -1,9 +1,15 @@
-"""A customer's profile as stored in Redis: written by the orchestrator, read by the api."""
+"""A customer's profile as stored in Redis: written by the orchestrator, read by the api.
+
+Everything the engine needs to decide about one customer lives in this one record (stages,
+pending waits, recent fires for frequency limits, open goals), so one compare-and-set
+makes an event's effects atomic.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 import orjson
 
@@ -12,6 +18,39 @@ import orjson
 class StageState:
     stage: str
     since: str
+
+
+@dataclass(slots=True)
+class PendingWait:
+    """A scheduled action. ``due`` = deadline + grace (or the end of quiet hours).
+
+    The timer loop publishes a due wait's action first and removes the wait after; a crash
+    in between fires it again with the same action id, which the dispatcher skips."""
+
+    rule: str
+    rule_version: int
+    key: str
+    deadline: float  # epoch seconds; an `unless` event stamped before it cancels the wait
+    due: float  # epoch seconds when the timer loop fires it
+    cause: str  # trigger event id or wait key: part of the action id
+    trigger: dict[str, Any] | None
+    trigger_received_at: str | None = None
+
+    @property
+    def member(self) -> str:
+        return f"{self.rule}\x1f{self.key}"
+
+
+@dataclass(slots=True)
+class OpenGoal:
+    """An action (sent or held out) waiting for its goal event until ``until``."""
+
+    rule: str
+    action_id: str
+    group: Literal["treated", "holdout"]
+    event: str
+    until: float
+    trigger: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -28,15 +67,24 @@ class Profile:
     stages: dict[str, StageState] = field(default_factory=dict)
     seen: list[str] = field(default_factory=list)  # tags of recent message ids, oldest first
     offsets: dict[str, int] = field(default_factory=dict)  # partition -> last applied offset
+    waits: list[PendingWait] = field(default_factory=list)
+    fires: dict[str, list[float]] = field(default_factory=dict)  # rule -> recent fire times
+    goals: list[OpenGoal] = field(default_factory=list)
+    merged: list[str] = field(default_factory=list)  # anonymous ids merged into this profile
 
     def to_json(self) -> bytes:
-        return orjson.dumps(self)
+        return orjson.dumps(self, option=orjson.OPT_OMIT_MICROSECONDS)
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> Profile:
         data = orjson.loads(raw)
         data["stages"] = {j: StageState(**s) for j, s in data.get("stages", {}).items()}
+        data["waits"] = [PendingWait(**w) for w in data.get("waits", ())]
+        data["goals"] = [OpenGoal(**g) for g in data.get("goals", ())]
         return cls(**data)
+
+    def find_wait(self, rule: str, key: str) -> PendingWait | None:
+        return next((w for w in self.waits if w.rule == rule and w.key == key), None)
 
     def view(self) -> dict[str, Any]:
         """The profile as rules and the API see it (no bookkeeping fields)."""
@@ -49,3 +97,14 @@ class Profile:
             "last_seen": self.last_seen,
             "stages": {j: {"stage": s.stage, "since": s.since} for j, s in self.stages.items()},
         }
+
+    def waits_view(self) -> list[dict[str, Any]]:
+        """Pending waits as the customer API shows them."""
+        return [
+            {
+                "rule": w.rule,
+                "key": w.key,
+                "due": datetime.fromtimestamp(w.due, UTC).isoformat(),
+            }
+            for w in sorted(self.waits, key=lambda w: w.due)
+        ]

@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     ingest_rate_burst: float = Field(default=40_000, gt=0)
     # Orchestrator: events per getmany batch.
     orchestrator_batch_size: int = Field(default=500, ge=1)
+    # Timer loop: poll interval, claim lease, claims per shard per tick, index shards.
+    timer_poll_s: float = Field(default=0.1, gt=0)
+    timer_lease_s: float = Field(default=30.0, gt=0)
+    timer_batch: int = Field(default=500, ge=1)
+    timer_shards: int = Field(default=16, ge=1)
     # How many message ids each profile remembers for duplicate detection.
     dedupe_window: int = Field(default=20, ge=1)
 

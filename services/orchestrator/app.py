@@ -17,6 +17,8 @@ from redis.asyncio import Redis
 from services.orchestrator.active_config import ActiveConfig
 from services.orchestrator.event_consumer import EventConsumer
 from services.orchestrator.profile_store import ProfileStore
+from services.orchestrator.timer_loop import TimerLoop
+from services.orchestrator.wait_index import WaitIndex
 from shared.config_feed import ConfigFeed
 from shared.customer_keys import CustomerKeys
 from shared.http import ReadinessCheck, add_health_routes, install_error_handlers
@@ -26,7 +28,8 @@ from shared.topics import Topics
 
 log = logging.getLogger(__name__)
 
-Role = Literal["all", "events"]
+Role = Literal["all", "events", "timers"]
+ROLES: tuple[str, ...] = ("all", "events", "timers")
 
 
 def _stop_process_on_failure(app: FastAPI) -> None:
@@ -70,19 +73,27 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         active = ActiveConfig()
         feed = await stack.enter_async_context(ConfigFeed(settings, active.update))
         app.state.feed = feed
-        consumer = make_consumer(
-            settings, group_id=topics.group("orchestrator"), max_poll_interval_ms=300_000
-        )
-        await consumer.start()
-        stack.push_async_callback(consumer.stop)
-        worker = EventConsumer(
-            settings,
-            consumer,
-            producer,
-            ProfileStore(redis, CustomerKeys(settings.namespace)),
-            active,
-        )
-        tasks = [asyncio.create_task(_run_events(app, worker, feed), name="events-loop")]
+        keys = CustomerKeys(settings.namespace)
+        store = ProfileStore(redis, keys)
+        waits = WaitIndex(redis, keys, settings.timer_shards)
+        role: Role = app.state.role
+        tasks = []
+        if role in ("all", "events"):
+            consumer = make_consumer(
+                settings,
+                group_id=topics.group("orchestrator"),
+                max_poll_interval_ms=300_000,
+                fetch_max_wait_ms=20,
+            )
+            await consumer.start()
+            stack.push_async_callback(consumer.stop)
+            worker = EventConsumer(settings, consumer, producer, store, waits, active)
+            tasks.append(asyncio.create_task(_run_events(app, worker, feed), name="events-loop"))
+        else:
+            app.state.consuming = True
+        if role in ("all", "timers"):
+            timers = TimerLoop(settings, producer, store, waits, active)
+            tasks.append(asyncio.create_task(timers.run(), name="timer-loop"))
         _stop_process_on_failure(app)
         for task in tasks:
             task.add_done_callback(app.state.on_loop_done)

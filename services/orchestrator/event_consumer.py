@@ -1,8 +1,8 @@
-"""The events loop: safar.events -> profiles and stages in Redis -> safar.history.
+"""The events loop: safar.events -> profiles, stages, waits -> safar.actions/history.
 
-Effects go first (history records acknowledged by Kafka, then the profile written with
-compare-and-set), the offset commit last; a crash anywhere replays records that the
-profile's offsets and message ids then recognise as already applied.
+Effects go first (actions and history records acknowledged by Kafka, new timers indexed),
+then the profile is written with compare-and-set, then the offset is committed. A crash
+anywhere replays records that the profile's offsets and message ids recognise as applied.
 """
 
 from __future__ import annotations
@@ -20,13 +20,15 @@ from redis.exceptions import RedisError
 
 from services.orchestrator import metrics
 from services.orchestrator.active_config import ActiveConfig
-from services.orchestrator.profile_store import ProfileStore
+from services.orchestrator.effects_publisher import EffectsPublisher, timer_entries
+from services.orchestrator.profile_store import ProfileStore, Stored
+from services.orchestrator.wait_index import TimerEntry, WaitIndex
 from shared.dead_letters import dead_letter
 from shared.engine.compiled import CompiledConfig
+from shared.engine.identity import merge_profiles
 from shared.engine.process import Outcome, process_event
 from shared.engine.profile import parse_time
 from shared.events import Event, EventDecodeError
-from shared.history import encode_record, record_id
 from shared.profile import Profile
 from shared.settings import Settings
 from shared.topics import Topics
@@ -34,6 +36,7 @@ from shared.topics import Topics
 log = logging.getLogger(__name__)
 
 _MAX_BACKOFF_S = 5.0
+Batch = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
 
 
 @dataclass(slots=True)
@@ -46,8 +49,28 @@ class _Pending:
 class _CustomerResult:
     profile: Profile
     version: int
+    timers_before: set[TimerEntry]
     outcomes: list[Outcome] = field(default_factory=list)
     dead: list[tuple[_Pending, str]] = field(default_factory=list)
+    merged: list[tuple[str, int]] = field(default_factory=list)  # (anonymous id, version)
+
+    @property
+    def changed(self) -> bool:
+        return any(o.applied for o in self.outcomes) or bool(self.merged)
+
+
+def merge_source(event: Event) -> str | None:
+    """The anonymous id an identify/alias links to its userId, if any."""
+    if event.user_id is None or event.type not in ("identify", "alias"):
+        return None
+    source = event.previous_id if event.type == "alias" else event.anonymous_id
+    return source if source and source != event.user_id else None
+
+
+def _gone(before: set[TimerEntry], profile: Profile) -> list[TimerEntry]:
+    """Timer entries whose wait left the profile (compared by member, not due time)."""
+    still = {e.member for e in timer_entries(profile)}
+    return [e for e in before if e.member not in still]
 
 
 class _FinishBatchBeforeRevoke(ConsumerRebalanceListener):
@@ -71,12 +94,14 @@ class EventConsumer:
         consumer: AIOKafkaConsumer,
         producer: AIOKafkaProducer,
         store: ProfileStore,
+        waits: WaitIndex,
         config: ActiveConfig,
     ) -> None:
         self._settings = settings
         self._consumer = consumer
         self._producer = producer
         self._store = store
+        self._waits = waits
         self._config = config
         self._topics = Topics(settings.namespace)
         self._lock = asyncio.Lock()
@@ -101,11 +126,7 @@ class EventConsumer:
                 await self._commit(batch)
             self._observe_lag(batch)
 
-    async def _retry(
-        self,
-        batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
-        config: CompiledConfig,
-    ) -> None:
+    async def _retry(self, batch: Batch, config: CompiledConfig) -> None:
         delay = 0.1
         while True:
             try:
@@ -116,9 +137,7 @@ class EventConsumer:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _MAX_BACKOFF_S)
 
-    async def _commit(
-        self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
-    ) -> None:
+    async def _commit(self, batch: Batch) -> None:
         offsets = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
         try:
             await self._consumer.commit(offsets)
@@ -127,11 +146,7 @@ class EventConsumer:
             # the profiles' offsets make that replay a no-op.
             log.warning("commit refused after rebalance: %s", exc)
 
-    async def handle(
-        self,
-        batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
-        config: CompiledConfig,
-    ) -> None:
+    async def handle(self, batch: Batch, config: CompiledConfig) -> None:
         """Apply one batch: decode, group by customer, process, publish, store."""
         now = datetime.now(UTC)
         by_customer: dict[str, list[_Pending]] = {}
@@ -146,17 +161,22 @@ class EventConsumer:
 
         pending = list(by_customer)
         while pending:
-            stored = await self._store.load_many(pending)
-            results = [
-                self._process_customer(
-                    cid, stored[cid].profile, stored[cid].version, by_customer[cid], config, now
+            sources = {
+                s for cid in pending for p in by_customer[cid] if (s := merge_source(p.event))
+            }
+            stored = await self._store.load_many([*pending, *sorted(sources - set(pending))])
+            results = []
+            for cid in pending:
+                result = _CustomerResult(
+                    stored[cid].profile or Profile(id=cid),
+                    stored[cid].version,
+                    timers_before=set(),
                 )
-                for cid in pending
-            ]
+                result.timers_before = timer_entries(result.profile)
+                self._process_customer(result, by_customer[cid], stored, config, now)
+                results.append(result)
             await self._publish(results)
-            changed = [r for r in results if any(o.applied for o in r.outcomes)]
-            saved = await self._store.save_many([(r.profile, r.version) for r in changed])
-            lost = {r.profile.id for r, ok in zip(changed, saved, strict=True) if not ok}
+            lost = await self._store_results([r for r in results if r.changed])
             for result in results:
                 if result.profile.id not in lost:
                     self._count(result, now)
@@ -166,15 +186,22 @@ class EventConsumer:
 
     def _process_customer(
         self,
-        customer_id: str,
-        profile: Profile | None,
-        version: int,
+        result: _CustomerResult,
         items: list[_Pending],
+        stored: dict[str, Stored],
         config: CompiledConfig,
         now: datetime,
-    ) -> _CustomerResult:
-        result = _CustomerResult(profile or Profile(id=customer_id), version)
+    ) -> None:
         for item in items:
+            source_id = merge_source(item.event)
+            if source_id is not None:
+                source = stored.get(source_id)
+                if (
+                    source is not None
+                    and source.profile is not None
+                    and merge_profiles(result.profile, source.profile, config)
+                ):
+                    result.merged.append((source_id, source.version))
             try:
                 outcome = process_event(
                     result.profile,
@@ -190,36 +217,38 @@ class EventConsumer:
                 log.exception("event %s failed in the engine", item.event.message_id)
                 result.dead.append((item, f"{type(exc).__name__}: {exc}"))
                 continue
-            result.profile = outcome.profile
             result.outcomes.append(outcome)
-        return result
 
     async def _publish(self, results: list[_CustomerResult]) -> None:
-        """History records and dead letters, acknowledged before the profiles are written."""
-        sends: list[Awaitable[object]] = []
-        topic = self._topics.history
+        """Actions, history and dead letters, acknowledged before any profile is written."""
+        publisher = EffectsPublisher(self._producer, self._topics)
+        dead: list[Awaitable[None]] = []
         for result in results:
-            key = result.profile.id.encode()
             for outcome in result.outcomes:
-                for move in outcome.transitions:
-                    value = encode_record(
-                        "transition",
-                        record_id(
-                            "transition", result.profile.id, move.journey, outcome.event.message_id
-                        ),
+                if outcome.applied:
+                    await publisher.add(
                         result.profile.id,
-                        journey=move.journey,
-                        from_stage=move.from_stage,
-                        to_stage=move.to_stage,
-                        move=move.kind,
-                        at=move.at,
-                        event_id=outcome.event.message_id,
+                        outcome.effects,
+                        outcome.transitions,
+                        outcome.event.message_id,
                     )
-                    sends.append(await self._producer.send(topic, value, key=key))
-            for item, error in result.dead:
-                sends.append(self._dead_letter(item.record, error))
-        if sends:
-            await asyncio.gather(*sends)
+            dead.extend(self._dead_letter(item.record, error) for item, error in result.dead)
+        await publisher.flush()
+        if dead:
+            await asyncio.gather(*dead)
+
+    async def _store_results(self, results: list[_CustomerResult]) -> set[str]:
+        """Index new timers, write profiles (CAS), then drop finished timers and merged
+        anonymous profiles. Returns the customers another writer changed meanwhile."""
+        await self._waits.add(
+            entry for r in results for entry in timer_entries(r.profile) - r.timers_before
+        )
+        saved = await self._store.save_many([(r.profile, r.version) for r in results])
+        lost = {r.profile.id for r, ok in zip(results, saved, strict=True) if not ok}
+        done = [r for r in results if r.profile.id not in lost]
+        await self._waits.remove(e for r in done for e in _gone(r.timers_before, r.profile))
+        await self._store.delete_many([m for r in done for m in r.merged])
+        return lost
 
     async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], error: str) -> None:
         await dead_letter(
@@ -250,7 +279,7 @@ class EventConsumer:
                 if move.from_stage:
                     metrics.CUSTOMERS_IN_STAGE.labels(move.journey, move.from_stage).dec()
 
-    def _observe_lag(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+    def _observe_lag(self, batch: Batch) -> None:
         for tp in batch:
             highwater = self._consumer.highwater(tp)
             if highwater is not None:

@@ -27,3 +27,14 @@ CUSTOMERS_IN_STAGE = Gauge(
 )
 DLQ = Counter("safar_dlq_total", "Records sent to safar.dlq", ["kind"])
 CONFIG_VERSION = Gauge("safar_config_version", "Active configuration version")
+RULE_OUTCOMES = Counter(
+    "safar_rule_outcomes_total",
+    "Rule decisions: triggered, scheduled, cancelled, suppressed, held_out, fired, error",
+    ["rule", "outcome"],
+)
+WAITS_PENDING = Gauge("safar_waits_pending", "Waits scheduled and not yet fired or cancelled")
+WAIT_LATENESS = Histogram(
+    "safar_wait_lateness_seconds",
+    "How long after its due time a wait fired",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
+)

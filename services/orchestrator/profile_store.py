@@ -18,6 +18,13 @@ redis.call('HSET', KEYS[1], 'p', ARGV[2], 'v', ARGV[3])
 return 1
 """
 
+# KEYS[1] profile hash; ARGV: expected version. Deletes only an unchanged profile.
+_COMPARE_AND_DELETE = """
+local current = redis.call('HGET', KEYS[1], 'v')
+if (current or '0') ~= ARGV[1] then return 0 end
+return redis.call('DEL', KEYS[1])
+"""
+
 
 @dataclass(slots=True)
 class Stored:
@@ -30,6 +37,7 @@ class ProfileStore:
         self._redis = redis
         self._keys = keys
         self._cas = redis.register_script(_COMPARE_AND_SET)
+        self._cad = redis.register_script(_COMPARE_AND_DELETE)
 
     async def load_many(self, customer_ids: Sequence[str]) -> dict[str, Stored]:
         """Profiles and their versions, in one round trip."""
@@ -53,3 +61,12 @@ class ProfileStore:
                 )
             results = await pipe.execute()
         return [bool(r) for r in results]
+
+    async def delete_many(self, profiles: Sequence[tuple[str, int]]) -> None:
+        """Delete merged anonymous profiles, unless they changed since they were read."""
+        if not profiles:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for customer_id, version in profiles:
+                await self._cad(keys=[self._keys.profile(customer_id)], args=[version], client=pipe)
+            await pipe.execute()

@@ -1,12 +1,14 @@
-"""A configuration snapshot compiled once per version: CEL programs ready to run."""
+"""A configuration snapshot compiled once per version: CEL programs ready to run, rules
+indexed by what triggers them so an event evaluates only the rules that name it."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cel
 
-from shared.definitions import ConfigSnapshot, Journey
+from shared.definitions import ConfigSnapshot, Journey, Rule
 from shared.expressions import compile_expression
 
 
@@ -21,6 +23,10 @@ class Condition:
     def compile(cls, source: str, field: str) -> Condition:
         constant = source.strip() == "true"
         return cls(source, None if constant else compile_expression(source, field))
+
+
+def _optional(source: str | None, field: str) -> cel.Program | None:
+    return None if source is None else compile_expression(source, field)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,12 +57,82 @@ class CompiledJourney:
 
 
 @dataclass(frozen=True, slots=True)
+class CompiledRule:
+    definition: Rule
+    version: int
+    condition: cel.Program | None
+    wait_key: cel.Program | None
+    unless_match: cel.Program | None
+    goal_match: cel.Program | None
+
+    @property
+    def key(self) -> str:
+        return self.definition.key
+
+    @classmethod
+    def compile(cls, rule: Rule, version: int) -> CompiledRule:
+        where = f"rules.{rule.key}"
+        wait, goal = rule.wait, rule.goal
+        return cls(
+            definition=rule,
+            version=version,
+            condition=_optional(rule.if_, f"{where}.if"),
+            wait_key=_optional(wait.key if wait else None, f"{where}.wait.key"),
+            unless_match=_optional(
+                wait.unless.match if wait and wait.unless else None, f"{where}.wait.unless.match"
+            ),
+            goal_match=_optional(goal.match if goal else None, f"{where}.goal.match"),
+        )
+
+
+def _index(pairs: Sequence[tuple[object, CompiledRule]]) -> dict[object, tuple[CompiledRule, ...]]:
+    index: dict[object, list[CompiledRule]] = {}
+    for key, rule in pairs:
+        index.setdefault(key, []).append(rule)
+    # Lower priority numbers first, then by key, so evaluation order is stable.
+    return {
+        k: tuple(sorted(v, key=lambda r: (r.definition.priority, r.key))) for k, v in index.items()
+    }
+
+
+@dataclass(frozen=True, slots=True)
 class CompiledConfig:
     version: int
     journeys: tuple[CompiledJourney, ...]
+    rules: dict[str, CompiledRule]
+    by_event: dict[object, tuple[CompiledRule, ...]]  # event name -> rules it triggers
+    by_stage: dict[object, tuple[CompiledRule, ...]]  # (journey, stage) -> rules
+    by_unless: dict[object, tuple[CompiledRule, ...]]  # event name -> rules it cancels
+    goal_events: frozenset[str]
 
     @classmethod
     def compile(cls, snapshot: ConfigSnapshot) -> CompiledConfig:
         """Compile every expression of a snapshot; raises ExpressionError on a bad one."""
         journeys = tuple(CompiledJourney.compile(j) for j in snapshot.bundle.journeys if j.enabled)
-        return cls(snapshot.version, journeys)
+        rules = {
+            r.key: CompiledRule.compile(r, snapshot.rule_version(r.key))
+            for r in snapshot.bundle.rules
+            if r.enabled
+        }
+        on_event, on_stage, on_unless = [], [], []
+        for rule in rules.values():
+            trigger, wait = rule.definition.trigger, rule.definition.wait
+            if trigger.event is not None:
+                on_event.append((trigger.event, rule))
+            elif trigger.stage_entered is not None:
+                on_stage.append(
+                    ((trigger.stage_entered.journey, trigger.stage_entered.stage), rule)
+                )
+            if wait is not None and wait.unless is not None:
+                on_unless.append((wait.unless.event, rule))
+        return cls(
+            version=snapshot.version,
+            journeys=journeys,
+            rules=rules,
+            by_event=_index(on_event),
+            by_stage=_index(on_stage),
+            by_unless=_index(on_unless),
+            goal_events=frozenset(
+                r.definition.goal.event for r in rules.values() if r.definition.goal
+            ),
+        )

@@ -1,4 +1,5 @@
-"""What CEL sees while one event is processed: ``event``, ``customer``, ``now``, helpers."""
+"""What CEL sees while one event is processed: ``event``, ``customer``, ``trigger``, ``now``
+and the helpers ``count(name)`` and ``days_since(name)``."""
 
 from __future__ import annotations
 
@@ -13,8 +14,14 @@ from shared.profile import Profile
 NEVER_DAYS = 100_000  # days_since() of something the customer never did
 
 
+class ExpressionFailed(RuntimeError):
+    """A rule expression failed at run time (e.g. a missing key); recorded against the rule."""
+
+    retriable = False
+
+
 def event_view(event: Event) -> dict[str, Any]:
-    """The event as expressions see it."""
+    """The event as expressions and templates see it."""
     return {
         "name": event.name,
         "type": event.type,
@@ -28,8 +35,13 @@ def event_view(event: Event) -> dict[str, Any]:
     }
 
 
-def make_context(event: Event, profile: Profile, now: datetime) -> cel.Context:
-    """One context per event; compiled programs then evaluate against it in microseconds."""
+def make_context(
+    event: dict[str, Any] | None,
+    profile: Profile,
+    now: datetime,
+    trigger: dict[str, Any] | None = None,
+) -> cel.Context:
+    """One context per evaluation site; compiled programs then run in microseconds."""
     now_s = now.timestamp()
 
     def count(name: str) -> int:
@@ -40,16 +52,25 @@ def make_context(event: Event, profile: Profile, now: datetime) -> cel.Context:
         return NEVER_DAYS if last is None else int((now_s - last) // 86400)
 
     return cel.Context(
-        variables={"event": event_view(event), "customer": profile.view(), "now": now},
+        variables={"event": event, "customer": profile.view(), "trigger": trigger, "now": now},
         functions={"count": count, "days_since": days_since},
     )
 
 
 def holds(program: cel.Program | None, context: cel.Context) -> bool:
-    """Evaluate a condition; a missing key or a type error counts as false."""
+    """Evaluate a stage condition; a missing key or a type error counts as false."""
     if program is None:
         return True
     try:
         return program.execute(context) is True
     except (KeyError, RuntimeError, TypeError, ValueError):
         return False
+
+
+def evaluate(program: cel.Program, context: cel.Context) -> Any:
+    """Evaluate a rule expression; failures become :class:`ExpressionFailed`."""
+    try:
+        return program.execute(context)
+    except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+        reason = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise ExpressionFailed(reason) from None

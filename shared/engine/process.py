@@ -1,4 +1,8 @@
-"""The pure core: ``(profile, event, definitions, now) -> (profile, transitions, ...)``."""
+"""The pure core: ``(profile, event, definitions, now) -> (profile, transitions, effects)``.
+
+Evaluation order (DESIGN §6): profile -> stages -> cancel waits whose ``unless`` matches ->
+goals reached -> rules triggered by the event or the stages entered -> schedule or send.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from shared.engine.compiled import CompiledConfig
-from shared.engine.expression_context import make_context
+from shared.engine.effects import Effects
+from shared.engine.expression_context import event_view, make_context
+from shared.engine.goals import record_conversions
 from shared.engine.profile import already_applied, apply_event
+from shared.engine.rules import apply_rule, triggered_rules
 from shared.engine.stage_machine import Transition, move_stages
+from shared.engine.waits import cancel_waits
 from shared.events import Event
 from shared.profile import Profile
 
@@ -21,6 +29,7 @@ class Outcome:
     event: Event
     applied: bool
     transitions: list[Transition] = field(default_factory=list)
+    effects: Effects = field(default_factory=Effects)
 
 
 def process_event(
@@ -33,12 +42,23 @@ def process_event(
     offset: int,
     dedupe_window: int,
 ) -> Outcome:
-    """Apply one event: profile first, then stages (DESIGN §6 evaluation order)."""
+    """Apply one event to the profile (in place) and decide its effects."""
     if profile is None:
         profile = Profile(id=event.customer_id)
     elif already_applied(profile, event, partition, offset):
         return Outcome(profile, event, applied=False)
     apply_event(profile, event, partition, offset, dedupe_window)
-    context = make_context(event, profile, now)
+    view = event_view(event)
+    context = make_context(view, profile, now)
     transitions = move_stages(profile, config.journeys, context, event.timestamp)
-    return Outcome(profile, event, applied=True, transitions=transitions)
+    effects = Effects()
+    cancel_waits(profile, event, view, config, now, effects)
+    if config.goal_events and event.name in config.goal_events:
+        record_conversions(profile, event, view, config, now, effects)
+    rules = triggered_rules(event, transitions, config)
+    if rules:
+        if transitions:
+            context = make_context(view, profile, now)  # rules see the stages just entered
+        for rule in rules:
+            apply_rule(profile, rule, event, view, context, now, effects)
+    return Outcome(profile, event, applied=True, transitions=transitions, effects=effects)

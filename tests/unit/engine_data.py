@@ -53,3 +53,17 @@ def track(
         name=name,
         properties=properties,
     )
+
+
+def bundle_config(
+    journeys: list[dict[str, Any]] | None, rules: list[dict[str, Any]], version: int = 1
+) -> CompiledConfig:
+    """Compile journeys (default: the purchase journey) and rules like a real snapshot."""
+    bundle = Bundle.model_validate(
+        {"journeys": [PURCHASE] if journeys is None else journeys, "rules": rules}
+    )
+    return CompiledConfig.compile(ConfigSnapshot(version=version, bundle=bundle))
+
+
+def webhook(url: str = "https://crm.example/hook") -> dict[str, Any]:
+    return {"channel": "webhook", "url": url, "payload": {"customer": "{{ customer.id }}"}}

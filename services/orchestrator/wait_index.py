@@ -1,0 +1,93 @@
+"""The timer index: sorted sets of due times, sharded so Redis Cluster can spread them.
+
+A member names ``customer/rule/key``; the wait itself lives in the customer's profile, so
+a stale member (its wait cancelled or fired) is harmless and simply dropped when claimed.
+Claiming pushes a member's score forward by a lease: several timer loops can run, each
+claim goes to one of them, and a claimer that dies loses nothing (the lease runs out).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from shared.customer_keys import CustomerKeys
+
+# KEYS[1] shard; ARGV: now, lease end, limit. Returns [member, score, member, score, ...].
+_CLAIM = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[3])
+for i = 1, #due, 2 do
+  redis.call('ZADD', KEYS[1], ARGV[2], due[i])
+end
+return due
+"""
+
+_SEP_CUSTOMER = "\x1e"
+_SEP_KEY = "\x1f"
+
+
+@dataclass(frozen=True, slots=True)
+class TimerEntry:
+    customer_id: str
+    rule: str
+    key: str
+    due: float
+
+    @property
+    def member(self) -> str:
+        return f"{self.customer_id}{_SEP_CUSTOMER}{self.rule}{_SEP_KEY}{self.key}"
+
+    @classmethod
+    def parse(cls, member: bytes | str, due: float) -> TimerEntry:
+        text = member.decode() if isinstance(member, bytes) else member
+        customer_id, _, rest = text.partition(_SEP_CUSTOMER)
+        rule, _, key = rest.partition(_SEP_KEY)
+        return cls(customer_id, rule, key, due)
+
+
+class WaitIndex:
+    def __init__(self, redis: Redis, keys: CustomerKeys, shards: int) -> None:
+        self._redis = redis
+        self._keys = keys
+        self.shards = shards
+        self._claim = redis.register_script(_CLAIM)
+
+    def shard(self, customer_id: str) -> str:
+        number = zlib.crc32(customer_id.encode()) % self.shards
+        return f"{self._keys.prefix}:timers:{{{number}}}"
+
+    def shard_keys(self) -> list[str]:
+        return [f"{self._keys.prefix}:timers:{{{n}}}" for n in range(self.shards)]
+
+    async def add(self, entries: Iterable[TimerEntry]) -> None:
+        """Add or move entries (ZADD replaces the score of an existing member)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            count = 0
+            for entry in entries:
+                pipe.zadd(self.shard(entry.customer_id), {entry.member: entry.due})
+                count += 1
+            if count:
+                await pipe.execute()
+
+    async def remove(self, entries: Iterable[TimerEntry]) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            count = 0
+            for entry in entries:
+                pipe.zrem(self.shard(entry.customer_id), entry.member)
+                count += 1
+            if count:
+                await pipe.execute()
+
+    async def claim(self, shard_key: str, now: float, lease: float, limit: int) -> list[TimerEntry]:
+        """Take up to ``limit`` due entries of one shard for ``lease`` seconds."""
+        raw: Sequence[bytes] = await self._claim(keys=[shard_key], args=[now, now + lease, limit])
+        return [TimerEntry.parse(raw[i], float(raw[i + 1])) for i in range(0, len(raw), 2)]
+
+    async def pending(self) -> int:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key in self.shard_keys():
+                pipe.zcard(key)
+            return sum(await pipe.execute())

@@ -1,0 +1,241 @@
+"""Rules, waits, policies, goals and identity merge: the pure engine with plain data."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from shared.engine.compiled import CompiledConfig
+from shared.engine.identity import merge_profiles
+from shared.engine.policies import in_holdout
+from shared.engine.process import Outcome, process_event
+from shared.engine.waits import fire_wait
+from shared.events import Event
+from shared.profile import Profile
+from tests.unit.engine_data import T0, bundle_config, track, webhook
+
+_offset = iter(range(1, 10**9))
+
+
+def feed(
+    config: CompiledConfig,
+    events: list[Event],
+    profile: Profile | None = None,
+    now: datetime = T0,
+) -> tuple[Profile, list[Outcome]]:
+    outcomes = []
+    for event in events:
+        outcome = process_event(
+            profile, event, config, now, partition=0, offset=next(_offset), dedupe_window=20
+        )
+        profile = outcome.profile
+        outcomes.append(outcome)
+    assert profile is not None
+    return profile, outcomes
+
+
+def kinds(outcomes: list[Outcome]) -> list[tuple[str, str]]:
+    return [(o.rule, o.outcome) for x in outcomes for o in x.effects.rule_outcomes]
+
+
+THANK_YOU = {
+    "key": "thank-you",
+    "trigger": {"event": "Order Completed"},
+    "action": {
+        "channel": "email",
+        "to": "{{ customer.traits.email }}",
+        "subject": "Thanks!",
+        "body": "Hi",
+    },
+}
+ABANDONED = {
+    "key": "abandoned-cart",
+    "trigger": {"event": "Product Added"},
+    "if": "double(event.properties.price) >= 20.0",
+    "wait": {
+        "for": "30m",
+        "grace": "2m",
+        "key": "event.properties.cart_id",
+        "unless": {
+            "event": "Order Completed",
+            "match": "event.properties.cart_id == trigger.properties.cart_id",
+        },
+    },
+    "action": webhook(),
+}
+
+
+def added(cart: str, minutes: int = 0, price: float = 25.0, **extra: Any) -> Event:
+    return track("Product Added", minutes=minutes, cart_id=cart, price=price, **extra)
+
+
+def bought(cart: str, minutes: int) -> Event:
+    return track("Order Completed", minutes=minutes, cart_id=cart)
+
+
+def test_an_immediate_rule_fires_with_a_deterministic_action_id() -> None:
+    config = bundle_config(None, [THANK_YOU, ABANDONED])
+    event = track("Order Completed", message_id="order-1")
+    _, [outcome] = feed(config, [event])
+    [action] = outcome.effects.actions
+    assert action.rule == "thank-you" and action.channel == "email"
+    assert action.spec["subject"] == "Thanks!"
+    assert action.trigger is not None and action.trigger["message_id"] == "order-1"
+    _, [again] = feed(config, [event])  # a fresh profile, the same event
+    assert again.effects.actions[0].action_id == action.action_id
+    # Only rules naming the event ran: the abandoned-cart rule left no outcome.
+    assert kinds([outcome]) == [("thank-you", "triggered"), ("thank-you", "fired")]
+
+
+def test_the_rule_version_changes_the_action_id() -> None:
+    event = track("Order Completed", message_id="order-1")
+    _, [v1] = feed(bundle_config(None, [THANK_YOU]), [event])
+    snapshot_v2 = bundle_config(None, [THANK_YOU], version=2)
+    object.__setattr__(snapshot_v2.rules["thank-you"], "version", 2)
+    _, [v2] = feed(snapshot_v2, [event])
+    assert v1.effects.actions[0].action_id != v2.effects.actions[0].action_id
+
+
+def test_a_false_condition_does_nothing_and_a_failing_one_is_recorded() -> None:
+    config = bundle_config(None, [ABANDONED])
+    _, outcomes = feed(config, [added("c1", price=5.0)])
+    assert kinds(outcomes) == []
+    _, outcomes = feed(config, [track("Product Added", cart_id="c1")])  # no price at all
+    [(rule, kind)] = kinds(outcomes)
+    assert (rule, kind) == ("abandoned-cart", "error")
+    assert "price" in (outcomes[0].effects.rule_outcomes[0].detail or "")
+
+
+def test_entering_a_stage_triggers_its_rules() -> None:
+    loyalty = {
+        "key": "loyalty-offer",
+        "trigger": {"stage_entered": {"journey": "purchase", "stage": "loyalty"}},
+        "action": webhook(),
+    }
+    config = bundle_config(None, [loyalty])
+    _, outcomes = feed(config, [track("Order Completed", minutes=i) for i in range(4)])
+    fired = [len(o.effects.actions) for o in outcomes]
+    assert fired == [0, 0, 1, 0]
+
+
+def test_holdout_is_deterministic_and_sends_nothing() -> None:
+    rule = THANK_YOU | {"holdout": 0.5, "goal": {"event": "Order Completed", "within": "14d"}}
+    config = bundle_config(None, [rule])
+    held = [c for c in (f"c{i}" for i in range(400)) if in_holdout(c, "thank-you", 0.5)]
+    assert 150 < len(held) < 250
+    profile, [outcome] = feed(config, [track("Order Completed", customer=held[0])])
+    assert outcome.effects.actions == []
+    assert kinds([outcome])[-1] == ("thank-you", "held_out")
+    assert [g.group for g in profile.goals] == ["holdout"]
+
+
+def test_frequency_limits_suppress() -> None:
+    rule = THANK_YOU | {"limits": {"max": 1, "per": "24h"}}
+    config = bundle_config(None, [rule])
+    _, outcomes = feed(
+        config,
+        [track("Order Completed", minutes=0), track("Order Completed", minutes=1)],
+    )
+    assert [len(o.effects.actions) for o in outcomes] == [1, 0]
+    assert kinds(outcomes)[-1] == ("thank-you", "suppressed")
+
+
+def test_quiet_hours_defer_to_the_end_of_the_window_in_the_customers_timezone() -> None:
+    rule = THANK_YOU | {"quiet_hours": {"start": "21:00", "end": "08:00"}}
+    config = bundle_config(None, [rule])
+    late = datetime(2026, 11, 1, 22, 30, tzinfo=UTC)
+    profile, [outcome] = feed(config, [track("Order Completed")], now=late)
+    assert outcome.effects.actions == []
+    [wait] = profile.waits
+    assert datetime.fromtimestamp(wait.due, UTC) == datetime(2026, 11, 2, 8, 0, tzinfo=UTC)
+    assert fire_wait(profile, "thank-you", wait.key, config, late).actions == []
+    fired = fire_wait(profile, "thank-you", wait.key, config, late + timedelta(hours=10))
+    assert len(fired.actions) == 1 and profile.waits == []
+    # In Tokyo 22:30 UTC is 07:30 local: still quiet, until 08:00 JST = 23:00 UTC.
+    tokyo = Profile(id="t1", traits={"timezone": "Asia/Tokyo"})
+    profile, _ = feed(config, [track("Order Completed", customer="t1")], tokyo, now=late)
+    assert datetime.fromtimestamp(profile.waits[0].due, UTC).hour == 23
+
+
+def test_a_keyed_wait_per_cart_without_stacking() -> None:
+    config = bundle_config(None, [ABANDONED])
+    profile, _ = feed(config, [added("cart-1", 0), added("cart-1", 5), added("cart-2", 6)])
+    assert sorted((w.key, w.deadline) for w in profile.waits) == [
+        ("cart-1", (T0 + timedelta(minutes=30)).timestamp()),
+        ("cart-2", (T0 + timedelta(minutes=36)).timestamp()),
+    ]
+    assert profile.waits[0].due == profile.waits[0].deadline + 120  # grace
+
+
+def test_unless_cancels_only_the_matching_cart_and_only_before_the_deadline() -> None:
+    config = bundle_config(None, [ABANDONED])
+    profile, outcomes = feed(config, [added("cart-1", 0), added("cart-2", 0), bought("cart-1", 29)])
+    assert [w.key for w in profile.waits] == ["cart-2"]
+    assert kinds(outcomes[-1:]) == [("abandoned-cart", "cancelled")]
+    # Bought after the deadline (stamped at 31m, processed during grace): the nudge stands.
+    profile, _ = feed(config, [bought("cart-2", 31)], profile)
+    assert [w.key for w in profile.waits] == ["cart-2"]
+
+
+def test_a_due_wait_fires_once_with_the_trigger_it_was_scheduled_with() -> None:
+    config = bundle_config(None, [ABANDONED])
+    profile, _ = feed(config, [added("cart-1", 0)])
+    early = fire_wait(profile, "abandoned-cart", "cart-1", config, T0 + timedelta(minutes=31))
+    assert early.actions == [] and len(profile.waits) == 1  # grace not over yet
+    due = T0 + timedelta(minutes=32)
+    fired = fire_wait(profile, "abandoned-cart", "cart-1", config, due)
+    [action] = fired.actions
+    assert action.trigger is not None and action.trigger["properties"]["cart_id"] == "cart-1"
+    assert profile.waits == []
+    assert fire_wait(profile, "abandoned-cart", "cart-1", config, due).actions == []
+
+
+def test_goals_attribute_a_later_event_to_the_action() -> None:
+    rule = {
+        "key": "loyalty",
+        "trigger": {"event": "Referral Sent"},
+        "goal": {"event": "Order Completed", "within": "14d"},
+        "action": webhook(),
+    }
+    config = bundle_config(None, [rule])
+    profile, outcomes = feed(
+        config,
+        [
+            track("Referral Sent"),
+            track("Order Completed", minutes=10),
+            track("Order Completed", minutes=20),
+        ],
+    )
+    action_id = outcomes[0].effects.actions[0].action_id
+    conversions = [c for o in outcomes for c in o.effects.conversions]
+    assert [(c.action_id, c.group) for c in conversions] == [(action_id, "treated")]
+    assert profile.goals == []
+
+
+def test_goal_windows_expire() -> None:
+    rule = {
+        "key": "loyalty",
+        "trigger": {"event": "Referral Sent"},
+        "goal": {"event": "Order Completed", "within": "1h"},
+        "action": webhook(),
+    }
+    config = bundle_config(None, [rule])
+    _, outcomes = feed(config, [track("Referral Sent"), track("Order Completed", minutes=61)])
+    assert outcomes[-1].effects.conversions == []
+
+
+def test_merging_an_anonymous_profile_keeps_the_furthest_stage_and_sums_counts() -> None:
+    config = bundle_config(None, [ABANDONED])
+    anonymous, _ = feed(
+        config, [track("Product Added", customer="anon-1", cart_id="cart-9", price=30.0)]
+    )
+    anonymous.traits = {"plan": "free", "email": "old@example.com"}
+    known, _ = feed(config, [track("Product Viewed", customer="u1", minutes=-10)])
+    known.traits = {"email": "new@example.com"}
+    assert merge_profiles(known, anonymous, config)
+    assert known.counts == {"Product Viewed": 1, "Product Added": 1}
+    assert known.stages["purchase"].stage == "decision"
+    assert [w.key for w in known.waits] == ["cart-9"]
+    assert known.traits == {"plan": "free", "email": "old@example.com"}  # anonymous is newer
+    assert not merge_profiles(known, anonymous, config)  # exactly once
+    assert known.counts["Product Added"] == 1
