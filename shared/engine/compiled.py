@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import cel
 
 from shared.definitions import ConfigSnapshot, Journey, Rule
+from shared.engine.expression_context import ContextShape
 from shared.expressions import compile_expression
 
 
@@ -69,6 +70,11 @@ class CompiledRule:
     def key(self) -> str:
         return self.definition.key
 
+    @property
+    def programs(self) -> list[cel.Program]:
+        found = (self.condition, self.wait_key, self.unless_match, self.goal_match)
+        return [p for p in found if p is not None]
+
     @classmethod
     def compile(cls, rule: Rule, version: int) -> CompiledRule:
         where = f"rules.{rule.key}"
@@ -104,6 +110,7 @@ class CompiledConfig:
     by_stage: dict[object, tuple[CompiledRule, ...]]  # (journey, stage) -> rules
     by_unless: dict[object, tuple[CompiledRule, ...]]  # event name -> rules it cancels
     goal_events: frozenset[str]
+    shape: ContextShape
 
     @classmethod
     def compile(cls, snapshot: ConfigSnapshot) -> CompiledConfig:
@@ -134,5 +141,9 @@ class CompiledConfig:
             by_unless=_index(on_unless),
             goal_events=frozenset(
                 r.definition.goal.event for r in rules.values() if r.definition.goal
+            ),
+            shape=ContextShape.of(
+                [s.condition.source for j in journeys for s in j.stages]
+                + [p.source for r in rules.values() for p in r.programs]
             ),
         )

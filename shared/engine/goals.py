@@ -33,7 +33,7 @@ def record_conversions(
             continue
         rule = config.rules.get(goal.rule)
         if rule is not None and rule.goal_match is not None:
-            context = make_context(event_view, profile, now, trigger=goal.trigger)
+            context = make_context(event_view, profile, now, goal.trigger, config.shape)
             try:
                 matched = evaluate(rule.goal_match, context) is True
             except ExpressionFailed as exc:

@@ -49,7 +49,7 @@ def process_event(
         return Outcome(profile, event, applied=False)
     apply_event(profile, event, partition, offset, dedupe_window)
     view = event_view(event)
-    context = make_context(view, profile, now)
+    context = make_context(view, profile, now, shape=config.shape)
     transitions = move_stages(profile, config.journeys, context, event.timestamp)
     effects = Effects()
     cancel_waits(profile, event, view, config, now, effects)
@@ -57,8 +57,9 @@ def process_event(
         record_conversions(profile, event, view, config, now, effects)
     rules = triggered_rules(event, transitions, config)
     if rules:
-        if transitions:
-            context = make_context(view, profile, now)  # rules see the stages just entered
+        if transitions and config.shape.fields["customer"] != frozenset():
+            # Rules see the stages just entered.
+            context = make_context(view, profile, now, shape=config.shape)
         for rule in rules:
             apply_rule(profile, rule, event, view, context, now, effects)
     return Outcome(profile, event, applied=True, transitions=transitions, effects=effects)

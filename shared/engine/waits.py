@@ -79,7 +79,7 @@ def cancel_waits(
             if stamped > wait.deadline:
                 continue  # bought after the nudge was due: the nudge stands
             if rule.unless_match is not None:
-                context = make_context(event_view, profile, now, trigger=wait.trigger)
+                context = make_context(event_view, profile, now, wait.trigger, config.shape)
                 try:
                     if evaluate(rule.unless_match, context) is not True:
                         continue

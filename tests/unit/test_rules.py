@@ -239,3 +239,24 @@ def test_merging_an_anonymous_profile_keeps_the_furthest_stage_and_sums_counts()
     assert known.traits == {"plan": "free", "email": "old@example.com"}  # anonymous is newer
     assert not merge_profiles(known, anonymous, config)  # exactly once
     assert known.counts["Product Added"] == 1
+
+
+def test_the_context_carries_only_what_expressions_read() -> None:
+    from shared.engine.expression_context import ContextShape
+
+    shape = ContextShape.of(
+        ['event.name == "x"', "double(event.properties.price) > 1.0", 'count("a") > 1']
+    )
+    assert shape.fields == {
+        "event": frozenset({"name", "properties"}),
+        "customer": frozenset(),
+        "trigger": frozenset(),
+    }
+    assert shape.cut("event", {"name": "x", "context": {"ip": "1"}}) == {"name": "x"}
+    assert ContextShape.of(["size(customer) > 0"]).fields["customer"] is None
+
+
+def test_rules_reading_the_customer_see_the_stage_just_entered() -> None:
+    rule = THANK_YOU | {"if": 'customer.stages.purchase.stage == "purchase"'}
+    _, [outcome] = feed(bundle_config(None, [rule]), [track("Order Completed")])
+    assert len(outcome.effects.actions) == 1
