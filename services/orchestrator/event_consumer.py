@@ -179,7 +179,7 @@ class EventConsumer:
             lost = await self._store_results([r for r in results if r.changed])
             for result in results:
                 if result.profile.id not in lost:
-                    self._count(result, now)
+                    self._count(result)
             if lost:
                 log.info("%d profiles changed under us; reprocessing them", len(lost))
             pending = sorted(lost)
@@ -263,14 +263,20 @@ class EventConsumer:
         metrics.DLQ.labels(kind="event").inc()
         metrics.EVENTS_PROCESSED.labels(outcome="dead_lettered").inc()
 
-    def _count(self, result: _CustomerResult, now: datetime) -> None:
+    def _count(self, result: _CustomerResult) -> None:
+        """Metrics of a stored result; lags are measured now, after the profile is written."""
         for outcome in result.outcomes:
             if not outcome.applied:
                 metrics.EVENTS_PROCESSED.labels(outcome="duplicate").inc()
                 continue
             metrics.EVENTS_PROCESSED.labels(outcome="applied").inc()
-            lag = (now - parse_time(outcome.event.received_at)).total_seconds()
-            metrics.EVENT_LAG.observe(max(lag, 0.0))
+            lag = max(
+                (datetime.now(UTC) - parse_time(outcome.event.received_at)).total_seconds(), 0.0
+            )
+            metrics.EVENT_LAG.observe(lag)
+            for decided in outcome.effects.rule_outcomes:
+                if decided.outcome == "cancelled":
+                    metrics.WAIT_CANCEL_LATENCY.observe(lag)
             for move in outcome.transitions:
                 metrics.STAGE_TRANSITIONS.labels(
                     move.journey, move.from_stage or "", move.to_stage

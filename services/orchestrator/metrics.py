@@ -33,8 +33,29 @@ RULE_OUTCOMES = Counter(
     ["rule", "outcome"],
 )
 WAITS_PENDING = Gauge("safar_waits_pending", "Waits scheduled and not yet fired or cancelled")
+WAIT_CANCEL_LATENCY = Histogram(
+    "safar_wait_cancel_seconds",
+    "Time from ingest receiving an `unless` event to the wait it cancels being removed",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
 WAIT_LATENESS = Histogram(
     "safar_wait_lateness_seconds",
     "How long after its due time a wait fired",
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
+)
+ACTIONS = Counter(
+    "safar_actions_total",
+    "Delivery outcomes by channel: sent, retrying, failed, duplicate (a redelivery skipped)",
+    ["channel", "status"],
+)
+DELIVERY_DURATION = Histogram(
+    "safar_action_delivery_seconds",
+    "Duration of one delivery attempt, by channel",
+    ["channel"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+EVENT_TO_ACTION = Histogram(
+    "safar_event_to_action_seconds",
+    "Time from ingest receiving the triggering event to the action being delivered",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
 )
