@@ -1,0 +1,145 @@
+"""Orchestrator throughput against the raw limit, side by side on the same events.
+
+Raw limit: aiokafka ``getmany`` + one pipelined Redis write per event + commit.
+Safar: the real events loop (profiles, six stages, ten rules, waits, actions and history
+produced to Kafka, compare-and-set writes), one process, same topic, its own group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from rich.console import Console
+
+from bench.harness import Stopwatch, demo_events, demo_snapshot, median
+from services.orchestrator.active_config import ActiveConfig
+from services.orchestrator.event_consumer import EventConsumer
+from services.orchestrator.profile_store import ProfileStore
+from services.orchestrator.wait_index import WaitIndex
+from shared.customer_keys import CustomerKeys
+from shared.kafka import ensure_topics, make_consumer, make_producer
+from shared.settings import Settings
+from shared.topics import Topics
+
+console = Console(stderr=True)
+
+
+@dataclass
+class Result:
+    raw: list[float]
+    safar: list[float]
+
+    @property
+    def ratio(self) -> float:
+        return median(self.safar) / median(self.raw)
+
+
+async def _produce(settings: Settings, count: int, customers: int) -> None:
+    producer = make_producer(settings, linger_ms=20)
+    await producer.start()
+    try:
+        topic = Topics(settings.namespace).events
+        pending = []
+        for event in demo_events(count, customers):
+            pending.append(
+                await producer.send(topic, event.to_json(), key=event.customer_id.encode())
+            )
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+async def _raw_pass(settings: Settings, count: int) -> float:
+    """The floor any Kafka->Redis consumer pays: getmany, one HSET per event, commit."""
+    consumer = make_consumer(
+        settings, Topics(settings.namespace).events, group_id=f"raw-{uuid.uuid4().hex}"
+    )
+    redis = Redis.from_url(settings.require("redis_url"))
+    await consumer.start()
+    seen = 0
+    try:
+        watch: Stopwatch | None = None
+        while seen < count:
+            batch = await consumer.getmany(
+                timeout_ms=200, max_records=settings.orchestrator_batch_size
+            )
+            if not batch:
+                continue
+            watch = watch or Stopwatch()
+            async with redis.pipeline(transaction=False) as pipe:
+                for records in batch.values():
+                    for record in records:
+                        pipe.hset(f"raw:{{{record.key.decode()}}}", "p", record.value)
+                        seen += 1
+                await pipe.execute()
+            await consumer.commit()
+        assert watch is not None
+        return count / watch.seconds()
+    finally:
+        await consumer.stop()
+        await redis.aclose()
+
+
+async def _safar_pass(settings: Settings, count: int) -> float:
+    """The real events loop, fresh namespace for state, same events topic."""
+    run = settings.model_copy(update={"namespace": settings.namespace})
+    redis = Redis.from_url(run.require("redis_url"))
+    # Fresh Redis state per pass so every pass does the same work.
+    keys = CustomerKeys(f"{run.namespace}-{uuid.uuid4().hex[:6]}")
+    producer = make_producer(run)
+    consumer = make_consumer(
+        run,
+        group_id=f"safar-{uuid.uuid4().hex}",
+        fetch_max_wait_ms=20,
+    )
+    await producer.start()
+    await consumer.start()
+    active = ActiveConfig()
+    active.update(demo_snapshot())
+    worker = EventConsumer(
+        run,
+        consumer,
+        producer,
+        ProfileStore(redis, keys),
+        WaitIndex(redis, keys, run.timer_shards),
+        active,
+    )
+    worker.subscribe()
+    task = asyncio.create_task(worker.run())
+    try:
+        while worker.records_done == 0:
+            await asyncio.sleep(0.001)
+        watch = Stopwatch()
+        first = worker.records_done
+        while worker.records_done < count:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.005)
+        return (count - first) / watch.seconds()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await consumer.stop()
+        await producer.stop()
+        await redis.aclose()
+
+
+async def run(
+    settings: Settings, count: int = 60_000, customers: int = 5_000, rounds: int = 3
+) -> Result:
+    await ensure_topics(settings)
+    with console.status(f"producing {count:,} demo events for {customers:,} customers..."):
+        await _produce(settings, count, customers)
+    result = Result([], [])
+    for round_ in range(1, rounds + 1):
+        with console.status(f"round {round_}/{rounds}: raw limit..."):
+            result.raw.append(await _raw_pass(settings, count))
+        with console.status(f"round {round_}/{rounds}: safar events loop..."):
+            result.safar.append(await _safar_pass(settings, count))
+        console.print(
+            f"round {round_}: raw {result.raw[-1]:,.0f} ev/s, safar {result.safar[-1]:,.0f} ev/s"
+        )
+    return result
