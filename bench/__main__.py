@@ -7,7 +7,7 @@ import asyncio
 import typer
 from rich.console import Console
 
-from bench import orchestrator_throughput
+from bench import ingest_throughput, orchestrator_throughput, profile_memory
 from bench.harness import embedded_stack, median
 
 app = typer.Typer(help="Benchmarks: each measures Safar against a baseline in the same run.")
@@ -27,6 +27,33 @@ def orchestrator(events: int = 60_000, customers: int = 5_000, rounds: int = 3) 
     console.print(
         f"| orchestrator, demo config | raw limit {median(result.raw):,.0f} ev/s | "
         f"safar {median(result.safar):,.0f} ev/s | ratio {result.ratio:.0%} (target >= 60%) |"
+    )
+
+
+@app.command()
+def ingest(seconds: float = 5.0, rounds: int = 2) -> None:
+    """Batch route events/s; single-event route vs a bare FastAPI endpoint."""
+    with embedded_stack() as settings:
+        result = asyncio.run(ingest_throughput.run(settings, seconds, rounds))
+    ratio = median(result.single) / median(result.bare)
+    console.print(
+        f"| ingest batch route, one worker | {result.batch_events_per_s:,.0f} events/s | "
+        "target >= 50,000 |"
+    )
+    console.print(
+        f"| ingest single-event route | {median(result.single):,.0f} req/s vs bare FastAPI "
+        f"{median(result.bare):,.0f} req/s | ratio {ratio:.0%} (target >= 70%) |"
+    )
+
+
+@app.command()
+def memory(customers: int = 10_000, events_each: int = 8) -> None:
+    """Redis memory per customer profile (demo journey, no pending waits)."""
+    with embedded_stack() as settings:
+        per_profile = asyncio.run(profile_memory.run(settings, customers, events_each))
+    console.print(
+        f"| Redis memory per profile ({customers:,} customers, {events_each} events each) | "
+        f"{per_profile:,.0f} bytes | target <= 1,536 bytes |"
     )
 
 

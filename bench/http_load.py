@@ -1,0 +1,68 @@
+"""A small keep-alive HTTP/1.1 load generator on raw asyncio streams.
+
+Python HTTP clients cost more per request than the servers under test; writing prepared
+request bytes and reading responses by Content-Length keeps the client out of the way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass
+class LoadResult:
+    seconds: float
+    statuses: Counter[int] = field(default_factory=Counter)
+    latencies: list[float] = field(default_factory=list)
+
+    @property
+    def ok(self) -> int:
+        return self.statuses[200]
+
+    @property
+    def rate(self) -> float:
+        return self.ok / self.seconds
+
+
+def request_bytes(path: str, body: bytes, headers: dict[str, str]) -> bytes:
+    lines = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", f"Content-Length: {len(body)}"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+async def _worker(host: str, port: int, payload: bytes, until: float, result: LoadResult) -> None:
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        while time.perf_counter() < until:
+            started = time.perf_counter()
+            writer.write(payload)
+            status_line = await reader.readline()
+            length = 0
+            while True:
+                line = await reader.readline()
+                if line in (b"\r\n", b""):
+                    break
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            await reader.readexactly(length)
+            result.statuses[int(status_line.split()[1])] += 1
+            result.latencies.append(time.perf_counter() - started)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def run_load(
+    host: str, port: int, payload: bytes, *, connections: int, seconds: float
+) -> LoadResult:
+    """Closed-loop load: ``connections`` clients, each sending as fast as answers come."""
+    started = time.perf_counter()
+    result = LoadResult(seconds)
+    until = started + seconds
+    await asyncio.gather(*(_worker(host, port, payload, until, result) for _ in range(connections)))
+    result.seconds = time.perf_counter() - started
+    return result
