@@ -184,3 +184,54 @@ async def test_two_orchestrators_share_partitions_and_survive_losing_one(
         views, lambda v: all(n >= 2 for n in v), timeout=90, what="the survivor took over"
     )
     assert counts == [2] * len(customers)
+
+
+async def test_identify_merges_the_anonymous_profile_once(
+    settings: Settings, service: Callable[..., ServiceProcess]
+) -> None:
+    nudge = {
+        "key": "abandoned-cart",
+        "trigger": {"event": "Product Added"},
+        "wait": {"for": "1h", "key": "event.properties.cart_id"},
+        "action": {"channel": "log", "message": "nudge"},
+    }
+    await publish_config(settings, {"journeys": [JOURNEY], "rules": [nudge]})
+    orchestrator = await service("orchestrator").start()
+    anonymous = [
+        event("anon-7", "Product Viewed"),
+        event("anon-7", "Product Added", cart_id="cart-1"),
+    ]
+    for item in anonymous:
+        item.user_id, item.anonymous_id = None, "anon-7"
+    await produce_events(settings, anonymous)
+    await produce_events(settings, [event("ada", "Product Viewed")])
+    await eventually(
+        lambda: _metric(orchestrator, "safar_events_processed_total", outcome="applied"),
+        lambda n: n == 3,
+        what="anonymous events applied",
+    )
+    identify = event("ada", "", kind="identify")
+    identify.name, identify.anonymous_id = None, "anon-7"
+    await produce_events(settings, [identify, identify])  # a retried identify changes nothing
+    found = await eventually(
+        lambda: _profiles(settings, ["ada", "anon-7"]),
+        lambda p: p["anon-7"] is None,
+        what="the anonymous profile merged and removed",
+    )
+    ada = Profile.from_json(found["ada"] or b"{}")
+    assert ada.counts == {"Product Viewed": 2, "Product Added": 1}
+    assert ada.stages["purchase"].stage == "decision"
+    assert [(w.rule, w.key) for w in ada.waits] == [("abandoned-cart", "cart-1")]
+    assert ada.merged == ["anon-7"]
+    # The carried-over wait is indexed under the known customer, so it will fire for ada.
+    redis = Redis.from_url(settings.require("redis_url"))
+    try:
+        keys = CustomerKeys(settings.namespace)
+        members = [
+            m
+            for shard in range(settings.timer_shards)
+            for m in await redis.zrange(f"{keys.prefix}:timers:{{{shard}}}", 0, -1)
+        ]
+    finally:
+        await redis.aclose()
+    assert b"ada\x1eabandoned-cart\x1fcart-1" in members
