@@ -18,6 +18,7 @@ from services.orchestrator import metrics
 from services.orchestrator.wait_index import TimerEntry
 from shared.engine.effects import Effects
 from shared.engine.stage_machine import Transition
+from shared.events import Event
 from shared.history import encode_record, record_id
 from shared.profile import PendingWait, Profile
 from shared.topics import Topics
@@ -42,28 +43,45 @@ class EffectsPublisher:
     async def add(
         self,
         customer_id: str,
+        at: str,
         effects: Effects,
         transitions: Iterable[Transition] = (),
-        event_id: str | None = None,
+        event: Event | None = None,
     ) -> None:
-        """Queue the records of one outcome; :meth:`flush` waits for all of them."""
+        """Queue the records of one outcome (and the event itself, for the archive);
+        :meth:`flush` waits for all of them."""
         key = customer_id.encode()
         history = self._topics.history
+        if event is not None:
+            await self._send(
+                history,
+                key,
+                encode_record(
+                    "event",
+                    record_id("event", event.message_id),
+                    customer_id,
+                    event_id=event.message_id,
+                    name=event.name,
+                    type=event.type,
+                    at=event.timestamp,
+                    event=event,
+                ),
+            )
         for move in transitions:
-            assert event_id is not None
+            assert event is not None
             await self._send(
                 history,
                 key,
                 encode_record(
                     "transition",
-                    record_id("transition", customer_id, move.journey, event_id),
+                    record_id("transition", customer_id, move.journey, event.message_id),
                     customer_id,
                     journey=move.journey,
                     from_stage=move.from_stage,
                     to_stage=move.to_stage,
                     move=move.kind,
                     at=move.at,
-                    event_id=event_id,
+                    event_id=event.message_id,
                 ),
             )
         for outcome in effects.rule_outcomes:
@@ -80,6 +98,7 @@ class EffectsPublisher:
                     action_id=outcome.action_id,
                     detail=outcome.detail,
                     cause=outcome.cause,
+                    at=at,
                 ),
             )
             metrics.RULE_OUTCOMES.labels(outcome.rule, outcome.outcome).inc()
@@ -95,6 +114,7 @@ class EffectsPublisher:
                     action_id=conversion.action_id,
                     group=conversion.group,
                     event_id=conversion.event_id,
+                    at=at,
                 ),
             )
         for action in effects.actions:

@@ -28,7 +28,7 @@ from shared.engine.compiled import CompiledConfig
 from shared.engine.identity import merge_profiles
 from shared.engine.process import Outcome, process_event
 from shared.engine.profile import parse_time
-from shared.events import Event, EventDecodeError
+from shared.events import Event, EventDecodeError, format_time
 from shared.profile import Profile
 from shared.settings import Settings
 from shared.topics import Topics
@@ -239,15 +239,17 @@ class EventConsumer:
     async def _publish(self, results: list[_CustomerResult]) -> None:
         """Actions, history and dead letters, acknowledged before any profile is written."""
         publisher = EffectsPublisher(self._producer, self._topics)
+        at = format_time(datetime.now(UTC))
         dead: list[Awaitable[None]] = []
         for result in results:
             for outcome in result.outcomes:
                 if outcome.applied:
                     await publisher.add(
                         result.profile.id,
+                        at,
                         outcome.effects,
                         outcome.transitions,
-                        outcome.event.message_id,
+                        outcome.event,
                     )
             dead.extend(self._dead_letter(item.record, error) for item, error in result.dead)
         await publisher.flush()

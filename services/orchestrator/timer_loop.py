@@ -23,6 +23,7 @@ from services.orchestrator.profile_store import ProfileStore
 from services.orchestrator.wait_index import TimerEntry, WaitIndex
 from shared.engine.compiled import CompiledConfig
 from shared.engine.waits import fire_wait
+from shared.events import format_time
 from shared.settings import Settings
 from shared.topics import Topics
 
@@ -88,7 +89,7 @@ class TimerLoop:
                 effects = fire_wait(profile, entry.rule, entry.key, config, now)
                 if effects.actions:
                     metrics.WAIT_LATENESS.observe(max(now.timestamp() - entry.due, 0.0))
-                await publisher.add(customer_id, effects)
+                await publisher.add(customer_id, format_time(now), effects)
             if timer_entries(profile) != before:
                 writes.append((profile, stored[customer_id].version))
         await publisher.flush()
