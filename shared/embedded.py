@@ -150,9 +150,12 @@ class EmbeddedStack:
         redis: bool = True,
         postgres: bool = True,
         host: str = "127.0.0.1",
+        kafka_port: int | None = None,
     ) -> None:
         self.data_dir = data_dir.resolve()
         self.host = host
+        # A fixed port lets a stopped and restarted broker keep its address (outage tests).
+        self.kafka_port = kafka_port
         self._want = {"kafka": kafka, "redis": redis, "postgres": postgres}
         self.children: list[Child] = []
 
@@ -194,7 +197,7 @@ class EmbeddedStack:
         log.info("%s listening on %s:%d", child.name, self.host, child.port)
 
     def _start_kafka(self) -> str:
-        port = free_port(self.host)
+        port = self.kafka_port or free_port(self.host)
         url = f"tcp://{self.host}:{port}"
         self._launch(
             Child(

@@ -2,33 +2,35 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import math
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-from aiokafka.errors import KafkaError
 from fastapi import FastAPI, Request
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response
 from redis.asyncio import Redis
+from starlette.requests import ClientDisconnect
 
 from services.ingest import metrics
+from services.ingest.circuit_breaker import CircuitBreaker
+from services.ingest.cors import Cors
+from services.ingest.event_writer import EventWriter, KafkaUnavailable
 from services.ingest.identity import IdentityLinks
 from services.ingest.rate_limit import RateLimiter
-from services.ingest.request_body import decompress, parse_json
+from services.ingest.request_body import check_content_length, decompress, parse_json, read_body
 from services.ingest.segment import (
     MAX_BATCH_EVENTS,
     ROUTE_TYPES,
     InvalidMessage,
     normalize,
+    type_label,
 )
-from services.ingest.write_keys import WriteKeys, key_from_request
+from services.ingest.write_keys import WriteKeys, key_from_body, key_from_header
 from shared.config_feed import ConfigFeed
 from shared.customer_keys import CustomerKeys
 from shared.events import Event, EventType
@@ -46,6 +48,21 @@ from shared.topics import Topics
 log = logging.getLogger(__name__)
 
 SUCCESS = {"success": True}
+# While Kafka is down, one request per interval probes it; the rest get 503 at once.
+KAFKA_PROBE_INTERVAL_S = 1.0
+KAFKA_RETRY_AFTER = "5"
+# Identity links are best effort: a slow Redis must not hold requests up.
+REDIS_TIMEOUT_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Ingest:
+    """What a tracking request needs, built by the lifespan."""
+
+    write_keys: WriteKeys
+    limiter: RateLimiter
+    identity: IdentityLinks
+    writer: EventWriter
 
 
 @asynccontextmanager
@@ -57,111 +74,137 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         )
         await producer.start()
         stack.push_async_callback(producer.stop)
-        redis = Redis.from_url(settings.require("redis_url"))
+        redis = Redis.from_url(
+            settings.require("redis_url"),
+            socket_timeout=REDIS_TIMEOUT_S,
+            socket_connect_timeout=REDIS_TIMEOUT_S,
+        )
         stack.push_async_callback(redis.aclose)
         write_keys = WriteKeys()
         feed = await stack.enter_async_context(ConfigFeed(settings, write_keys.update))
         app.state.producer = producer
         app.state.redis = redis
         app.state.feed = feed
-        app.state.write_keys = write_keys
-        app.state.identity = IdentityLinks(redis, CustomerKeys(settings.namespace))
-        app.state.limiter = RateLimiter(settings.ingest_rate_per_key, settings.ingest_rate_burst)
-        app.state.events_topic = Topics(settings.namespace).events
+        app.state.ingest = Ingest(
+            write_keys=write_keys,
+            limiter=RateLimiter(settings.ingest_rate_per_key, settings.ingest_rate_burst),
+            identity=IdentityLinks(redis, CustomerKeys(settings.namespace)),
+            writer=EventWriter(
+                producer,
+                Topics(settings.namespace).events,
+                deadline_s=settings.ingest_kafka_timeout_s,
+                breaker=CircuitBreaker(KAFKA_PROBE_INTERVAL_S),
+            ),
+        )
         yield
 
 
-async def _produce(request: Request, events: list[Event]) -> None:
-    """Answer only once Kafka acknowledged every event; otherwise 503, never 200."""
-    state = request.app.state
-    settings: Settings = state.settings
-    try:
-        async with asyncio.timeout(settings.ingest_kafka_timeout_s):
-            futures = [
-                await state.producer.send(
-                    state.events_topic, event.to_json(), key=event.customer_id.encode()
-                )
-                for event in events
-            ]
-            await asyncio.gather(*futures)
-    except (KafkaError, TimeoutError) as exc:
-        log.warning("kafka did not acknowledge %d events: %r", len(events), exc)
-        for event in events:
-            metrics.EVENTS.labels(event.type, "unavailable").inc()
-        raise ApiError(
-            503, "unavailable", "events could not be stored; retry later", {"Retry-After": "5"}
-        ) from None
-    for event in events:
-        metrics.EVENTS.labels(event.type, "accepted").inc()
+def _count(events: Iterable[Event], outcome: str) -> None:
+    for kind, n in Counter(event.type for event in events).items():
+        metrics.EVENTS.labels(kind, outcome).inc(n)
 
 
-async def _accept(request: Request, route_type: str | None) -> Response:
-    started = time.perf_counter()
-    status = 500
+async def _body(request: Request) -> dict[str, Any]:
+    check_content_length(request.headers.get("content-length"))
     try:
-        response = await _handle(request, route_type)
-        status = response.status_code
-        return response
-    except ApiError as exc:
-        status = exc.status
-        raise
-    finally:
-        metrics.REQUEST_DURATION.labels(
-            "batch" if route_type is None else "single", str(status)
-        ).observe(time.perf_counter() - started)
+        raw = await read_body(request.stream())
+    except ClientDisconnect:
+        raise ApiError(400, "incomplete_body", "the client disconnected mid-body") from None
+    return parse_json(decompress(raw, request.headers.get("content-encoding")))
+
+
+def _batch_events(payload: dict[str, Any], received_at: datetime) -> list[Event]:
+    """Valid items become events; invalid ones are dropped, counted and logged."""
+    items = payload.get("batch")
+    if not isinstance(items, list):
+        raise ApiError(400, "invalid_batch", "a batch body needs a `batch` array")
+    if len(items) > MAX_BATCH_EVENTS:
+        raise ApiError(400, "batch_too_large", f"a batch holds at most {MAX_BATCH_EVENTS:,} events")
+    events: list[Event] = []
+    for index, item in enumerate(items):
+        try:
+            events.append(normalize(item, type_hint=None, received_at=received_at, batch=payload))
+        except InvalidMessage as exc:
+            metrics.EVENTS.labels(type_label(item), "rejected").inc()
+            message_id = item.get("messageId") if isinstance(item, dict) else None
+            log.info(
+                "dropped batch item %d (messageId %.64r): %s: %s",
+                index,
+                message_id,
+                exc.code,
+                exc,
+            )
+    return events
+
+
+def _single_event(payload: dict[str, Any], kind: EventType, received_at: datetime) -> Event:
+    try:
+        return normalize(payload, type_hint=kind, received_at=received_at)
+    except InvalidMessage as exc:
+        metrics.EVENTS.labels(kind, "rejected").inc()
+        raise ApiError(400, exc.code, str(exc)) from None
 
 
 async def _handle(request: Request, route_type: str | None) -> Response:
-    state = request.app.state
+    ingest: Ingest = request.app.state.ingest
     received_at = datetime.now(UTC)
-    body = decompress(await request.body(), request.headers.get("content-encoding"))
-    payload = parse_json(body)
-    key_hash = state.write_keys.authenticate(
-        key_from_request(request.headers.get("authorization"), payload)
-    )
-    events: list[Event] = []
+    # A key in the header is checked before the body is read: strangers cost nothing.
+    header_key = key_from_header(request.headers.get("authorization"))
+    key_hash = ingest.write_keys.authenticate(header_key) if header_key else None
+    payload = await _body(request)
+    if key_hash is None:
+        key_hash = ingest.write_keys.authenticate(key_from_body(payload))
     if route_type is None:
-        items = payload.get("batch")
-        if not isinstance(items, list):
-            raise ApiError(400, "invalid_batch", "a batch body needs a `batch` array")
-        if len(items) > MAX_BATCH_EVENTS:
-            raise ApiError(
-                400, "batch_too_large", f"a batch holds at most {MAX_BATCH_EVENTS} events"
-            )
-        for item in items:
-            try:
-                events.append(_normalize(item, None, received_at, payload))
-            except InvalidMessage as exc:
-                kind = item.get("type") if isinstance(item, dict) else None
-                metrics.EVENTS.labels(str(kind)[:16], "rejected").inc()
-                log.info("dropped an invalid event from a batch: %s", exc)
+        events = _batch_events(payload, received_at)
     else:
-        try:
-            events.append(_normalize(payload, ROUTE_TYPES[route_type], received_at, None))
-        except InvalidMessage as exc:
-            metrics.EVENTS.labels(ROUTE_TYPES[route_type], "rejected").inc()
-            raise ApiError(400, "invalid_event", str(exc)) from None
-    if events:
-        wait = state.limiter.take(key_hash, len(events), time.monotonic())
+        events = [_single_event(payload, ROUTE_TYPES[route_type], received_at)]
+    if not events:
+        return JsonResponse(SUCCESS)
+    try:
+        ingest.writer.admit(time.monotonic())  # while Kafka is down: 503 before any work
+        wait = ingest.limiter.take(key_hash, len(events), time.monotonic())
         if wait:
-            for event in events:
-                metrics.EVENTS.labels(event.type, "rate_limited").inc()
+            _count(events, "rate_limited")
             raise ApiError(
                 429,
                 "rate_limited",
-                "too many events for this write key",
-                {"Retry-After": str(max(1, math.ceil(wait)))},
+                "too many events for this write key; retry after the Retry-After seconds",
+                {"Retry-After": RateLimiter.retry_after(wait)},
             )
-        await state.identity.resolve(events)
-        await _produce(request, events)
+        await ingest.identity.resolve(events)
+        await ingest.writer.write(events)
+    except KafkaUnavailable:
+        _count(events, "unavailable")
+        raise
+    _count(events, "accepted")
     return JsonResponse(SUCCESS)
 
 
-def _normalize(
-    message: Any, type_hint: EventType | None, received_at: datetime, batch: dict[str, Any] | None
-) -> Event:
-    size = len(orjson.dumps(message)) if isinstance(message, dict) else None
-    return normalize(message, type_hint=type_hint, received_at=received_at, batch=batch, size=size)
+def _endpoint(path: str, route_type: str | None) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await _handle(request, route_type)
+            status = response.status_code
+            return response
+        except ApiError as exc:
+            status = exc.status
+            raise
+        except KafkaUnavailable:
+            status = 503
+            raise ApiError(
+                503,
+                "unavailable",
+                "events could not be stored; retry later",
+                {"Retry-After": KAFKA_RETRY_AFTER},
+            ) from None
+        finally:
+            metrics.REQUEST_DURATION.labels(path, str(status)).observe(
+                time.perf_counter() - started
+            )
+
+    return endpoint
 
 
 def _checks(request: Request) -> Mapping[str, ReadinessCheck]:
@@ -179,13 +222,6 @@ def _checks(request: Request) -> Mapping[str, ReadinessCheck]:
     return {"kafka": kafka, "redis": redis, "config": config}
 
 
-def _endpoint(route_type: str | None) -> Any:
-    async def endpoint(request: Request) -> Response:
-        return await _accept(request, route_type)
-
-    return endpoint
-
-
 def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(
         title="Safar ingest",
@@ -194,31 +230,26 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
-    app.add_middleware(
-        CORSMiddleware,
-        allow_origins=["*"],
-        allow_methods=["POST", "OPTIONS"],
-        allow_headers=["Authorization", "Content-Type", "X-Retry-Count", "AnonymousId"],
-        max_age=86400,
-    )
-
-    for path in ("batch", "b", "import"):
+    app.add_middleware(Cors)
+    for name in ("batch", "b", "import"):
+        path = f"/v1/{name}"
         app.add_api_route(
-            f"/v1/{path}",
-            _endpoint(None),
+            path,
+            _endpoint(path, None),
             methods=["POST"],
             tags=["tracking"],
-            summary="A batch of up to 2,500 messages",
-            name=f"batch_{path}",
+            summary=f"A batch of up to {MAX_BATCH_EVENTS:,} messages",
+            name=f"batch_{name}",
         )
-    for path, kind in ROUTE_TYPES.items():
+    for name, kind in ROUTE_TYPES.items():
+        path = f"/v1/{name}"
         app.add_api_route(
-            f"/v1/{path}",
-            _endpoint(path),
+            path,
+            _endpoint(path, name),
             methods=["POST"],
             tags=["tracking"],
             summary=f"One {kind} message",
-            name=f"single_{path}",
+            name=f"single_{name}",
         )
     add_health_routes(app, _checks)
     return app

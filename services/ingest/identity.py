@@ -25,18 +25,17 @@ class IdentityLinks:
     async def resolve(self, events: Sequence[Event]) -> None:
         """Key events that carry only a linked anonymousId by its userId, in place."""
         anonymous = [e for e in events if e.user_id is None and e.anonymous_id]
-        links: list[tuple[str, str]] = [
-            (e.anonymous_id, e.user_id) for e in events if e.user_id and e.anonymous_id
-        ]
-        links += [
-            (e.previous_id, e.user_id)
-            for e in events
-            if e.type == "alias" and e.previous_id and e.user_id
-        ]
+        # One write per anonymousId, the request's last link winning (a batch repeats them).
+        known: dict[str, str] = {}
+        for e in events:
+            if e.user_id and e.anonymous_id:
+                known[e.anonymous_id] = e.user_id
+            if e.type == "alias" and e.previous_id and e.user_id:
+                known[e.previous_id] = e.user_id
         try:
-            if links:
+            if known:
                 async with self._redis.pipeline(transaction=False) as pipe:
-                    for anonymous_id, user_id in links:
+                    for anonymous_id, user_id in known.items():
                         pipe.set(self._keys.identity(anonymous_id), user_id)
                     await pipe.execute()
             if not anonymous:
@@ -48,7 +47,6 @@ class IdentityLinks:
         except (RedisError, OSError) as exc:
             log.warning("identity links unavailable (%s); events keep their own ids", exc)
             return
-        known = {a: u for a, u in links}
         for event, user_id in zip(anonymous, found, strict=True):
             linked = known.get(str(event.anonymous_id)) or (user_id.decode() if user_id else None)
             if linked:

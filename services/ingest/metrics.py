@@ -1,8 +1,8 @@
-"""Ingest metrics (DESIGN §10)."""
+"""Ingest metrics (DESIGN §10). Labels are bounded: types, outcomes, route templates."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS = Counter(
     "safar_ingest_events_total",
@@ -14,4 +14,8 @@ REQUEST_DURATION = Histogram(
     "Ingest request duration, by route template and status",
     ["route", "status"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+KAFKA_AVAILABLE = Gauge(
+    "safar_ingest_kafka_available",
+    "1 while Kafka acknowledges produces, 0 while ingest answers 503 (circuit open)",
 )

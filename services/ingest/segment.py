@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 from shared.events import Event, EventType, format_time
 
@@ -26,7 +28,7 @@ ROUTE_TYPES: dict[str, EventType] = {
     "alias": "alias",
     "a": "alias",
 }
-_TYPES = frozenset(ROUTE_TYPES.values())
+EVENT_TYPES: dict[str, EventType] = {kind: kind for kind in ROUTE_TYPES.values()}
 
 
 class InvalidMessage(ValueError):
@@ -34,18 +36,26 @@ class InvalidMessage(ValueError):
 
     retriable = False
 
+    def __init__(self, reason: str, code: str = "invalid_event") -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+def type_label(message: object) -> str:
+    """A bounded metrics label for a message's declared type."""
+    kind = message.get("type") if isinstance(message, dict) else None
+    return kind if isinstance(kind, str) and kind in EVENT_TYPES else "unknown"
+
 
 def _id(message: dict[str, Any], field: str) -> str | None:
-    """An id field as a string; null, empty and non-scalar values count as absent."""
+    """An id field as a string; null and blank strings count as absent, numbers are spelled."""
     value = message.get(field)
-    if isinstance(value, bool) or value is None:
+    if value is None:
         return None
-    if isinstance(value, int | float):
-        return str(value)
-    if isinstance(value, str) and value.strip():
-        return value
     if isinstance(value, str):
-        return None
+        return value if value.strip() else None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
     raise InvalidMessage(f"{field} must be a string")
 
 
@@ -59,7 +69,7 @@ def _object(message: dict[str, Any], field: str) -> dict[str, Any]:
 
 
 def parse_timestamp(value: object, field: str) -> datetime | None:
-    """An ISO-8601 time (``Z`` allowed); absent or null gives None."""
+    """An ISO-8601 time (``Z`` allowed, no zone means UTC); absent or null gives None."""
     if value is None:
         return None
     if not isinstance(value, str):
@@ -68,22 +78,23 @@ def parse_timestamp(value: object, field: str) -> datetime | None:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
         raise InvalidMessage(f"{field} is not an ISO-8601 time: {value[:40]!r}") from None
-    if moment.tzinfo is None:
-        raise InvalidMessage(f"{field} must carry a timezone, e.g. 2026-01-01T10:00:00Z")
-    return moment
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def event_time(message: dict[str, Any], received_at: datetime) -> datetime:
     """``receivedAt - (sentAt - originalTimestamp)`` corrects the sender's clock skew."""
     original = parse_timestamp(
-        message.get("originalTimestamp", message.get("timestamp")), "timestamp"
+        message.get("originalTimestamp") or message.get("timestamp"), "timestamp"
     )
     sent_at = parse_timestamp(message.get("sentAt"), "sentAt")
     if original is None:
         return received_at
     if sent_at is None:
         return original
-    return received_at - (sent_at - original)
+    try:
+        return received_at - (sent_at - original)
+    except OverflowError:
+        raise InvalidMessage("timestamp and sentAt are too far apart") from None
 
 
 def normalize(
@@ -92,18 +103,26 @@ def normalize(
     type_hint: EventType | None,
     received_at: datetime,
     batch: dict[str, Any] | None = None,
-    size: int | None = None,
 ) -> Event:
-    """Validate one message and build the event; raises :class:`InvalidMessage`."""
+    """Validate one message and build the event; raises :class:`InvalidMessage`.
+
+    ``type_hint`` is the type of a single-message route; batch items name their own.
+    ``batch`` is the enclosing batch body, whose ``context``/``integrations`` items inherit.
+    """
     if not isinstance(message, dict):
         raise InvalidMessage("each message must be a JSON object")
-    if size is not None and size > MAX_EVENT_BYTES:
-        raise InvalidMessage(f"event is {size} bytes; the limit is {MAX_EVENT_BYTES}")
-    kind = type_hint or message.get("type")
-    if kind not in _TYPES:
-        raise InvalidMessage(f"type must be one of {', '.join(sorted(_TYPES))}")
+    declared = message.get("type")
+    kind = type_hint or (EVENT_TYPES.get(declared) if isinstance(declared, str) else None)
+    if kind is None:
+        raise InvalidMessage(f"type must be one of {', '.join(sorted(EVENT_TYPES))}")
     if batch:
         message = _with_batch_defaults(message, batch)
+    # The limit applies to the event as stored, batch-level context included.
+    size = len(orjson.dumps(message))
+    if size > MAX_EVENT_BYTES:
+        raise InvalidMessage(
+            f"the event is {size} bytes; the limit is {MAX_EVENT_BYTES}", "event_too_large"
+        )
     user_id = _id(message, "userId")
     anonymous_id = _id(message, "anonymousId")
     if user_id is None and anonymous_id is None:
@@ -118,7 +137,9 @@ def normalize(
         if not isinstance(name, str) or not name.strip():
             raise InvalidMessage("track needs an `event` name")
     elif kind in ("page", "screen"):
-        raw = message.get("name", properties.get("name"))
+        raw = message.get("name")
+        if raw is None:
+            raw = properties.get("name")
         name = raw if isinstance(raw, str) else None
     elif kind == "group":
         group_id = _id(message, "groupId")
@@ -129,11 +150,15 @@ def normalize(
         if previous_id is None or user_id is None:
             raise InvalidMessage("alias needs `previousId` and `userId`")
     message_id = _id(message, "messageId") or str(uuid.uuid4())
+    try:
+        timestamp = format_time(event_time(message, received_at))
+    except OverflowError:
+        raise InvalidMessage("timestamp is out of range") from None
     return Event(
         message_id=message_id,
         type=kind,
         customer_id=user_id or anonymous_id or "",
-        timestamp=format_time(event_time(message, received_at)),
+        timestamp=timestamp,
         received_at=format_time(received_at),
         user_id=user_id,
         anonymous_id=anonymous_id,
@@ -150,10 +175,13 @@ def _with_batch_defaults(message: dict[str, Any], batch: dict[str, Any]) -> dict
     """Batch-level ``context``, ``integrations`` and ``sentAt`` under each item's own."""
     merged = dict(message)
     for field in ("context", "integrations"):
-        shared = batch.get(field)
-        if isinstance(shared, dict):
-            own = message.get(field)
-            merged[field] = {**shared, **own} if isinstance(own, dict) else dict(shared)
-    if "sentAt" not in merged and batch.get("sentAt") is not None:
+        shared, own = batch.get(field), message.get(field)
+        if not isinstance(shared, dict):
+            continue
+        if own is None:
+            merged[field] = dict(shared)
+        elif isinstance(own, dict):
+            merged[field] = {**shared, **own}
+    if merged.get("sentAt") is None and batch.get("sentAt") is not None:
         merged["sentAt"] = batch["sentAt"]
     return merged

@@ -1,0 +1,70 @@
+"""Events onto ``safar.events``, keyed by customer, answered only once Kafka acknowledged."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from services.ingest import metrics
+from services.ingest.circuit_breaker import CircuitBreaker
+from shared.events import Event
+
+log = logging.getLogger(__name__)
+
+
+class KafkaUnavailable(Exception):
+    """Kafka did not acknowledge in time, or is known to be down; the client should retry."""
+
+    retriable = True
+
+
+class EventWriter:
+    """Produces with ``acks=all`` under a deadline; fails fast while Kafka is down."""
+
+    def __init__(
+        self,
+        producer: AIOKafkaProducer,
+        topic: str,
+        *,
+        deadline_s: float,
+        breaker: CircuitBreaker,
+    ) -> None:
+        self._producer = producer
+        self._topic = topic
+        self._deadline_s = deadline_s
+        self._breaker = breaker
+        metrics.KAFKA_AVAILABLE.set(1)
+
+    def admit(self, now: float) -> None:
+        """Raise :class:`KafkaUnavailable` at once while the breaker is open."""
+        if not self._breaker.allow(now):
+            raise KafkaUnavailable("Kafka is unavailable")
+
+    async def write(self, events: Sequence[Event]) -> None:
+        """Return once Kafka acknowledged every event; raise :class:`KafkaUnavailable` else."""
+        try:
+            async with asyncio.timeout(self._deadline_s):
+                # Cancelling a delivery future on timeout does not unsend its record; a client
+                # retry may duplicate it, which the orchestrator's dedupe by messageId absorbs.
+                futures = [
+                    await self._producer.send(
+                        self._topic, event.to_json(), key=event.customer_id.encode()
+                    )
+                    for event in events
+                ]
+                await asyncio.gather(*futures)
+        except (KafkaError, TimeoutError) as exc:
+            if self._breaker.closed:
+                log.warning("Kafka did not acknowledge %d events: %r", len(events), exc)
+            self._breaker.failed(time.monotonic())
+            metrics.KAFKA_AVAILABLE.set(0)
+            raise KafkaUnavailable(f"Kafka did not acknowledge: {exc!r}") from exc
+        if not self._breaker.closed:
+            log.info("Kafka acknowledges again")
+        self._breaker.succeeded()
+        metrics.KAFKA_AVAILABLE.set(1)

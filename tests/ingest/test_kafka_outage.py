@@ -1,0 +1,151 @@
+"""Kafka slow or gone: quick 503s with Retry-After, never a 200; recovery without a restart.
+
+Each test runs its own broker (the session one is shared), stopped and restarted on the
+same port, with a configuration snapshot published straight onto its ``safar.config``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from shared.embedded import EmbeddedStack, free_port
+from shared.kafka import ensure_topics
+from shared.settings import Settings
+from tests.ingest.conftest import publish_write_keys
+from tests.ingest.events_topic import events_on_topic
+from tests.stack import ServiceProcess, eventually, metric_value
+
+pytestmark = pytest.mark.timeout(90)
+
+DEADLINE_S = 1.0
+
+
+@dataclass
+class Outage:
+    broker: EmbeddedStack
+    settings: Settings
+    ingest: ServiceProcess
+    write_key: str
+
+    def pid(self) -> int:
+        proc = self.broker.children[0].proc
+        assert proc is not None
+        return proc.pid
+
+
+@pytest.fixture
+async def outage(
+    settings: Settings, service: Callable[..., ServiceProcess], tmp_path: Path
+) -> AsyncIterator[Outage]:
+    broker = EmbeddedStack(tmp_path / "kafka", redis=False, postgres=False, kafka_port=free_port())
+    ingest: ServiceProcess | None = None
+    try:
+        urls = await asyncio.to_thread(broker.start)
+        own = settings.model_copy(
+            update={"kafka_bootstrap": urls.kafka_bootstrap, "ingest_kafka_timeout_s": DEADLINE_S}
+        )
+        write_key = "wk_outage_" + secrets.token_hex(6)
+        await ensure_topics(own)
+        await publish_write_keys(own, write_key)
+        ingest = await service("ingest", settings_=own).start()
+        yield Outage(broker, own, ingest, write_key)
+    finally:
+        for child in broker.children:  # a test that failed mid-stall leaves it stopped
+            if child.proc is not None and child.proc.poll() is None:
+                child.proc.send_signal(signal.SIGCONT)
+        if ingest is not None:
+            ingest.stop()  # before its broker, so it shuts down cleanly
+        broker.stop()
+
+
+async def _track(client: httpx.AsyncClient, outage: Outage, message_id: str) -> tuple[int, float]:
+    started = time.monotonic()
+    response = await client.post(
+        f"{outage.ingest.url}/v1/track",
+        json={"userId": "u", "event": "E", "messageId": message_id},
+        auth=(outage.write_key, ""),
+    )
+    elapsed = time.monotonic() - started
+    if response.status_code == 503:
+        assert response.json()["code"] == "unavailable"
+        assert int(response.headers["retry-after"]) >= 1
+    return response.status_code, elapsed
+
+
+async def _while_down(client: httpx.AsyncClient, outage: Outage, n: int) -> list[float]:
+    """``n`` requests while Kafka is unusable: each is a 503 within the deadline."""
+    took = []
+    for i in range(n):
+        status, elapsed = await _track(client, outage, f"down-{i}")
+        assert status == 503, f"request {i} answered {status} while Kafka was down"
+        assert elapsed < DEADLINE_S + 1.0
+        took.append(elapsed)
+    return took
+
+
+async def _recovers(client: httpx.AsyncClient, outage: Outage) -> set[str]:
+    """Requests succeed again, and every 200 is on the topic; returns their messageIds."""
+    ok: set[str] = set()
+    attempt = 0
+
+    async def next_status() -> int:
+        nonlocal attempt
+        attempt += 1
+        status, _ = await _track(client, outage, f"up-{attempt}")
+        if status == 200:
+            ok.add(f"up-{attempt}")
+        return status
+
+    await eventually(next_status, lambda s: s == 200, timeout=30, interval=0.2, what="recovery")
+    for i in range(5):
+        assert (await _track(client, outage, f"after-{i}"))[0] == 200
+        ok.add(f"after-{i}")
+    return ok
+
+
+async def test_a_stopped_broker_gets_fast_503s_and_ingest_recovers_when_it_returns(
+    outage: Outage,
+) -> None:
+    async with httpx.AsyncClient(timeout=10) as client:
+        assert (await _track(client, outage, "before"))[0] == 200
+        await asyncio.to_thread(outage.broker.stop)
+        took = await _while_down(client, outage, 12)
+        # After the first failure the breaker answers at once, probing Kafka once a second.
+        assert sorted(took)[len(took) // 2] < 0.25, took
+        metrics = (await client.get(f"{outage.ingest.url}/metrics")).text
+        assert metric_value(metrics, "safar_ingest_kafka_available") == 0
+        assert metric_value(metrics, "safar_ingest_events_total", outcome="unavailable") == 12
+        ready = await client.get(f"{outage.ingest.url}/readyz")
+        assert ready.status_code == 503 and ready.json()["checks"]["kafka"] is False
+
+        # The broker comes back at the same address (empty: it keeps topics in memory).
+        await asyncio.to_thread(outage.broker.start)
+        await ensure_topics(outage.settings)
+        accepted = await _recovers(client, outage)
+        metrics = (await client.get(f"{outage.ingest.url}/metrics")).text
+        assert metric_value(metrics, "safar_ingest_kafka_available") == 1
+    # Every 200 is on the topic. A 503'd record may land too, even twice (at least once).
+    assert accepted <= {r.event.message_id for r in await events_on_topic(outage.settings)}
+    assert outage.ingest.proc is not None and outage.ingest.proc.poll() is None
+
+
+async def test_a_stalled_broker_gets_503_at_the_deadline_then_recovers(outage: Outage) -> None:
+    async with httpx.AsyncClient(timeout=10) as client:
+        assert (await _track(client, outage, "before"))[0] == 200
+        os.kill(outage.pid(), signal.SIGSTOP)  # alive but silent: requests hang
+        took = await _while_down(client, outage, 6)
+        assert max(took) >= DEADLINE_S * 0.9  # the first waited out the deadline
+        os.kill(outage.pid(), signal.SIGCONT)
+        accepted = await _recovers(client, outage)
+    on_topic = {r.event.message_id for r in await events_on_topic(outage.settings)}
+    assert accepted | {"before"} <= on_topic
