@@ -46,8 +46,10 @@ class ConfigFeed:
                 await self._task
             self._task = None
         if self._consumer is not None:
-            await self._consumer.stop()
-            self._consumer = None
+            consumer, self._consumer = self._consumer, None
+            # aiokafka's stop can surface the cancelled fetch of an unreachable broker.
+            with contextlib.suppress(asyncio.CancelledError):
+                await consumer.stop()
 
     async def __aenter__(self) -> ConfigFeed:
         await self.start()

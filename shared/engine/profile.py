@@ -32,7 +32,7 @@ def apply_event(
     profile: Profile, event: Event, partition: int, offset: int, dedupe_window: int
 ) -> None:
     """Fold one event into the profile in place: traits, counts, times, revenue, dedupe."""
-    if event.traits:
+    if event.traits and event.type != "group":  # a group's traits describe the group
         profile.traits.update(event.traits)
     if event.type == "track" and event.name:
         profile.counts[event.name] = profile.counts.get(event.name, 0) + 1

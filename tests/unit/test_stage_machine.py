@@ -144,3 +144,12 @@ def test_a_replayed_or_duplicate_event_changes_nothing() -> None:
     assert first.applied and not again.applied and not resent.applied
     assert first.profile.counts == {"Order Completed": 1}
     assert first.profile.revenue == 10
+
+
+def test_group_traits_do_not_overwrite_the_customers_own() -> None:
+    identify = track("x")
+    identify.type, identify.name, identify.traits = "identify", None, {"name": "Ada"}
+    group = track("x")
+    group.type, group.name, group.traits = "group", None, {"name": "Acme Inc", "employees": 40}
+    steps = run([identify, group])
+    assert steps[-1].outcome.profile.traits == {"name": "Ada"}
