@@ -54,14 +54,20 @@ def ingest() -> None:
 
 @app.command()
 def orchestrator(
-    role: Annotated[str, typer.Option(help="Which loops to run: all, or only events.")] = "all",
+    role: Annotated[
+        str,
+        typer.Option(
+            help="Which loops to run: all, events (profiles, stages, rules), timers, "
+            "dispatcher (action delivery)."
+        ),
+    ] = "all",
 ) -> None:
     """Run the orchestrator: profiles, stages and rules; health and metrics on port 8082."""
-    from services.orchestrator.app import create_app
+    from services.orchestrator.app import ROLES, create_app
     from shared.http import serve
 
-    if role not in ("all", "events"):
-        raise typer.BadParameter("role must be one of: all, events")
+    if role not in ROLES:
+        raise typer.BadParameter(f"role must be one of: {', '.join(ROLES)}")
     settings = _settings("orchestrator")
 
     async def main() -> None:
@@ -278,6 +284,16 @@ class DevStack:
                 proc.kill()
                 proc.wait()
         self.stack.stop()
+
+
+def _config_commands() -> None:
+    """apply, export and api-key talk to a running api (services/config_cli.py)."""
+    from services.config_cli import register
+
+    register(app)
+
+
+_config_commands()
 
 
 def main() -> None:

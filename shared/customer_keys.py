@@ -6,7 +6,11 @@ them in one slot and a Lua script may touch them together.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
+
+_SEP_CUSTOMER = "\x1e"
+_SEP_KEY = "\x1f"
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,3 +28,21 @@ class CustomerKeys:
     def identity(self, anonymous_id: str) -> str:
         """String: the userId an anonymousId has been linked to."""
         return f"{self.prefix}:{{{anonymous_id}}}:identity"
+
+    def timer_shard(self, customer_id: str, shards: int) -> str:
+        """Sorted set of due times holding this customer's waits (``{n}`` spreads shards)."""
+        return f"{self.prefix}:timers:{{{zlib.crc32(customer_id.encode()) % shards}}}"
+
+    def timer_shards(self, shards: int) -> list[str]:
+        return [f"{self.prefix}:timers:{{{n}}}" for n in range(shards)]
+
+    @staticmethod
+    def timer_member(customer_id: str, rule: str, key: str) -> str:
+        return f"{customer_id}{_SEP_CUSTOMER}{rule}{_SEP_KEY}{key}"
+
+    @staticmethod
+    def parse_timer_member(member: str) -> tuple[str, str, str]:
+        """(customer id, rule, wait key) of a timer member."""
+        customer_id, _, rest = member.partition(_SEP_CUSTOMER)
+        rule, _, key = rest.partition(_SEP_KEY)
+        return customer_id, rule, key

@@ -7,10 +7,15 @@ from datetime import UTC, datetime
 
 import orjson
 from aiokafka import AIOKafkaProducer
+from prometheus_client import Counter
 
 from shared.events import format_time
 
 DLQ_SCHEMA = 1
+
+# One counter for every service that dead-letters (events, actions, history records);
+# defined once so a process importing two services' metrics registers it once.
+DEAD_LETTERS = Counter("safar_dlq_total", "Records sent to safar.dlq", ["kind"])
 
 
 async def dead_letter(

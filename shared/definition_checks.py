@@ -1,13 +1,94 @@
-"""Checks beyond shape: every expression compiles. Shared so invalid definitions are
-refused by the api and could never be compiled differently by the orchestrator."""
+"""Checks beyond shape: every expression compiles and every template parses. Shared so
+invalid definitions are refused by the api and could never be compiled differently by the
+orchestrator.
+
+Field names in errors are paths into the definition as written: ``if``,
+``wait.unless.match``, ``action.payload.items[0].sku``; inside a bundle they start with
+``journeys[0].`` or ``rules[2].``.
+"""
 
 from __future__ import annotations
 
-from shared.definitions import Journey
+from typing import Any
+
+from jinja2 import TemplateSyntaxError
+from jinja2.sandbox import SandboxedEnvironment
+
+from shared.definitions import CHANNEL_FIELDS, Bundle, Journey, Rule
 from shared.expressions import compile_expression
+
+# Parsing needs no globals; one environment serves every check and is never rendered with.
+_TEMPLATES = SandboxedEnvironment(autoescape=False)
+
+
+class TemplateError(ValueError):
+    """A Jinja2 template that does not parse: which field, which line, what is wrong."""
+
+    retriable = False
+
+    def __init__(self, field: str, source: str, line: int, reason: str) -> None:
+        self.field = field
+        self.source = source
+        self.line = line
+        self.reason = reason
+        super().__init__(f"{field}: {reason} at line {line}")
+
+
+def check_template(source: str, field: str) -> None:
+    """Parse and compile ``source`` in the sandbox or raise :class:`TemplateError`."""
+    try:
+        _TEMPLATES.from_string(source)
+    except TemplateSyntaxError as exc:
+        reason = (exc.message or str(exc)).rstrip(".")
+        raise TemplateError(field, source, exc.lineno or 1, reason) from None
+
+
+def _check_payload(value: Any, field: str) -> None:
+    if isinstance(value, str):
+        check_template(value, field)
+    elif isinstance(value, dict):
+        for name, item in value.items():
+            _check_payload(item, f"{field}.{name}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_payload(item, f"{field}[{index}]")
 
 
 def check_journey(journey: Journey, where: str = "") -> None:
     """Raise ExpressionError for the first stage condition that does not compile."""
     for index, stage in enumerate(journey.stages):
         compile_expression(stage.when, f"{where}stages[{index}].when")
+
+
+def check_rule(rule: Rule, where: str = "") -> None:
+    """Raise ExpressionError or TemplateError for the first part of ``rule`` that fails."""
+    if rule.if_ is not None:
+        compile_expression(rule.if_, f"{where}if")
+    if rule.wait is not None:
+        if rule.wait.key is not None:
+            compile_expression(rule.wait.key, f"{where}wait.key")
+        if rule.wait.unless is not None and rule.wait.unless.match is not None:
+            compile_expression(rule.wait.unless.match, f"{where}wait.unless.match")
+    if rule.goal is not None and rule.goal.match is not None:
+        compile_expression(rule.goal.match, f"{where}goal.match")
+    action = rule.action
+    for name in CHANNEL_FIELDS[action.channel]:
+        value = getattr(action, name)
+        if name == "secret" or value is None:
+            continue  # a credential, never rendered
+        if name == "headers":
+            for header, text in value.items():
+                check_template(text, f"{where}action.headers.{header}")
+        elif name == "payload":
+            _check_payload(value, f"{where}action.payload")
+        else:
+            check_template(value, f"{where}action.{name}")
+
+
+def check_bundle(bundle: Bundle) -> None:
+    """Check every journey and rule of a bundle (its shape and references are checked by
+    the model itself)."""
+    for index, journey in enumerate(bundle.journeys):
+        check_journey(journey, f"journeys[{index}].")
+    for index, rule in enumerate(bundle.rules):
+        check_rule(rule, f"rules[{index}].")

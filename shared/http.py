@@ -13,6 +13,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shared.definition_checks import TemplateError
 from shared.expressions import ExpressionError
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,10 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, ExpressionError)
         return error_response(422, "invalid_expression", str(exc))
 
+    async def template_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, TemplateError)
+        return error_response(422, "invalid_template", str(exc))
+
     async def unexpected(_: Request, exc: Exception) -> Response:
         log.exception("unhandled error", exc_info=exc)
         return error_response(500, "internal", "internal error; the request was logged")
@@ -97,6 +102,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(ExpressionError, expression_error)
+    app.add_exception_handler(TemplateError, template_error)
     app.add_exception_handler(Exception, unexpected)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, NonNegativeFloat, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -46,7 +46,9 @@ class Settings(BaseSettings):
     ingest_rate_per_key: float = Field(default=20_000, gt=0)
     ingest_rate_burst: float = Field(default=40_000, gt=0)
     # Orchestrator: events per getmany batch.
-    orchestrator_batch_size: int = Field(default=500, ge=1)
+    orchestrator_batch_size: int = Field(default=2000, ge=1)
+    # ...topped up for at most this long when the first fetch is small.
+    orchestrator_gather_s: float = Field(default=0.005, ge=0)
     # Timer loop: poll interval, claim lease, claims per shard per tick, index shards.
     timer_poll_s: float = Field(default=0.1, gt=0)
     timer_lease_s: float = Field(default=30.0, gt=0)
@@ -57,6 +59,44 @@ class Settings(BaseSettings):
 
     webhook_secret: SecretStr | None = None
     webhook_allow_private: bool = False
+    # Per attempt: connect, send and read the answer within this many seconds.
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+
+    # Dispatcher: seconds before each retry of a failed delivery; the list's length is the
+    # number of retries, after which the action is failed and dead-lettered.
+    dispatch_retry_schedule_s: list[NonNegativeFloat] = Field(
+        default=[5.0, 30.0, 120.0, 600.0, 1800.0, 7200.0]
+    )
+    # A retry waits up to this fraction longer than scheduled (never shorter), so that
+    # receivers recovering from an outage are not hit by every retry at once.
+    dispatch_retry_jitter: float = Field(default=0.2, ge=0, le=1)
+    # A receiver's Retry-After (on 429/503) is honoured up to this many seconds.
+    dispatch_retry_after_max_s: float = Field(default=3600.0, gt=0)
+    # How often the retry schedule (Redis) is polled; how long a claimed retry stays claimed
+    # before another dispatcher may take it over (longer than one attempt can take).
+    dispatch_retry_poll_s: float = Field(default=0.2, gt=0)
+    dispatch_retry_lease_s: float = Field(default=60.0, gt=0)
+    # Deliveries in flight at once per dispatcher process; actions read per poll.
+    dispatch_max_concurrency: int = Field(default=64, ge=1)
+    dispatch_batch_size: int = Field(default=500, ge=1)
+    # How long each action's outcome is remembered to skip redeliveries; keep it longer than
+    # the retention of safar.actions.
+    dispatch_outcome_ttl_s: int = Field(default=8 * 86_400, ge=60)
+    # Per attempt of the kafka channel: produce and acknowledgement within this many seconds.
+    dispatch_kafka_timeout_s: float = Field(default=10.0, gt=0)
+    # Kafka session timeout of the dispatcher group: how soon a dead dispatcher's partitions
+    # move to another (Apache Kafka accepts 6000 and up by default; Tansu any value).
+    dispatch_session_timeout_ms: int = Field(default=10_000, ge=1_000)
+
+    # Email channel (aiosmtplib). `starttls` upgrades a plain connection, `tls` connects with
+    # TLS from the start (usually port 465); one setting, so both cannot be asked at once.
+    smtp_host: str = "localhost"
+    smtp_port: int = Field(default=25, ge=1, le=65_535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_security: Literal["none", "starttls", "tls"] = "none"
+    smtp_sender: str = "Safar <safar@localhost>"
+    smtp_timeout_s: float = Field(default=10.0, gt=0)
 
     def as_env(self) -> dict[str, str]:
         """These settings as ``SAFAR_*`` variables, to hand to a child process."""

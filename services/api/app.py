@@ -10,11 +10,18 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 
 from services.api.access.views import router as access_router
+from services.api.analytics.views import router as analytics_router
+from services.api.audit.views import router as audit_router
 from services.api.config.publisher import ConfigPublisher
+from services.api.config.views import router as config_router
+from services.api.customers.views import actions_router
 from services.api.customers.views import router as customers_router
 from services.api.db.base import make_engine, make_sessions
 from services.api.db.migrate import upgrade
 from services.api.journeys.views import router as journeys_router
+from services.api.metrics import RequestMetrics
+from services.api.recorder.recorder import HistoryRecorder
+from services.api.rules.views import router as rules_router
 from shared.customer_keys import CustomerKeys
 from shared.http import ReadinessCheck, add_health_routes, install_error_handlers
 from shared.kafka import make_producer
@@ -42,6 +49,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             producer, Topics(settings.namespace).config, app.state.sessions
         )
         await app.state.publisher.publish()
+        recorder = HistoryRecorder(settings, app.state.sessions, producer)
+        await recorder.start()
+        stack.push_async_callback(recorder.stop)
         yield
 
 
@@ -71,5 +81,10 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     for router in (journeys_router, customers_router, access_router):
         app.include_router(router)
+    for router in (rules_router, config_router, audit_router):
+        app.include_router(router)
+    for router in (analytics_router, actions_router):
+        app.include_router(router)
+    app.add_middleware(RequestMetrics)
     add_health_routes(app, _checks)
     return app

@@ -15,6 +15,7 @@ from services.api.access.service import ROLE_RANK, Role, find_api_key
 from services.api.config.publisher import ConfigPublisher
 from shared.customer_keys import CustomerKeys
 from shared.http import ApiError
+from shared.settings import Settings
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer sk_...`")
 
@@ -32,6 +33,11 @@ def _keys(request: Request) -> CustomerKeys:
     return request.app.state.customer_keys
 
 
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
 def _publisher(request: Request) -> ConfigPublisher:
     return request.app.state.publisher
 
@@ -40,6 +46,7 @@ SessionDep = Annotated[AsyncSession, Depends(_session)]
 RedisDep = Annotated[Redis, Depends(_redis)]
 KeysDep = Annotated[CustomerKeys, Depends(_keys)]
 PublisherDep = Annotated[ConfigPublisher, Depends(_publisher)]
+SettingsDep = Annotated[Settings, Depends(_settings)]
 
 
 @dataclass(frozen=True)

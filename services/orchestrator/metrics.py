@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from shared.dead_letters import DEAD_LETTERS
+
 EVENTS_PROCESSED = Counter(
     "safar_events_processed_total",
     "Events consumed from safar.events, by outcome (applied, duplicate, dead_lettered)",
@@ -25,7 +27,7 @@ CUSTOMERS_IN_STAGE = Gauge(
     "Net customers moved into a stage by this process (sum over processes for the total)",
     ["journey", "stage"],
 )
-DLQ = Counter("safar_dlq_total", "Records sent to safar.dlq", ["kind"])
+DLQ = DEAD_LETTERS
 CONFIG_VERSION = Gauge("safar_config_version", "Active configuration version")
 RULE_OUTCOMES = Counter(
     "safar_rule_outcomes_total",

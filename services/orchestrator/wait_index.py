@@ -8,7 +8,6 @@ claim goes to one of them, and a claimer that dies loses nothing (the lease runs
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -25,9 +24,6 @@ end
 return due
 """
 
-_SEP_CUSTOMER = "\x1e"
-_SEP_KEY = "\x1f"
-
 
 @dataclass(frozen=True, slots=True)
 class TimerEntry:
@@ -38,14 +34,12 @@ class TimerEntry:
 
     @property
     def member(self) -> str:
-        return f"{self.customer_id}{_SEP_CUSTOMER}{self.rule}{_SEP_KEY}{self.key}"
+        return CustomerKeys.timer_member(self.customer_id, self.rule, self.key)
 
     @classmethod
     def parse(cls, member: bytes | str, due: float) -> TimerEntry:
         text = member.decode() if isinstance(member, bytes) else member
-        customer_id, _, rest = text.partition(_SEP_CUSTOMER)
-        rule, _, key = rest.partition(_SEP_KEY)
-        return cls(customer_id, rule, key, due)
+        return cls(*CustomerKeys.parse_timer_member(text), due)
 
 
 class WaitIndex:
@@ -56,11 +50,10 @@ class WaitIndex:
         self._claim = redis.register_script(_CLAIM)
 
     def shard(self, customer_id: str) -> str:
-        number = zlib.crc32(customer_id.encode()) % self.shards
-        return f"{self._keys.prefix}:timers:{{{number}}}"
+        return self._keys.timer_shard(customer_id, self.shards)
 
     def shard_keys(self) -> list[str]:
-        return [f"{self._keys.prefix}:timers:{{{n}}}" for n in range(self.shards)]
+        return self._keys.timer_shards(self.shards)
 
     async def add(self, entries: Iterable[TimerEntry]) -> None:
         """Add or move entries (ZADD replaces the score of an existing member)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
@@ -11,7 +12,9 @@ from pydantic import BaseModel, Field
 from services.api.access import service
 from services.api.access.models import ApiKeyRow, SourceRow
 from services.api.access.service import Role
-from services.api.config.publisher import record_change
+from services.api.audit import service as audit
+from services.api.audit.service import Change
+from services.api.config.service import record_changes
 from services.api.deps import Admin, PublisherDep, SessionDep
 from shared.http import ApiError
 
@@ -60,13 +63,23 @@ class ApiKeyCreated(ApiKeyOut):
     api_key: str = Field(description="Shown once: send it as `Authorization: Bearer <key>`")
 
 
+# What the audit log keeps of a credential: viewers read the log, so no part of the key.
+def _source_summary(row: SourceRow) -> dict[str, Any]:
+    return {"name": row.name}
+
+
+def _key_summary(row: ApiKeyRow) -> dict[str, Any]:
+    return {"name": row.name, "role": row.role}
+
+
 @router.post("/sources", status_code=201, summary="Create a source and its write key")
 async def create_source(
     body: SourceIn, session: SessionDep, who: Admin, publisher: PublisherDep
 ) -> SourceCreated:
     async with session.begin():
         row, key = await service.create_source(session=session, name=body.name)
-        await record_change(session=session, actor=who.name, summary=f"create source {body.name}")
+        change = Change("source", str(row.id), "create", None, _source_summary(row))
+        await record_changes(session=session, actor=who.name, changes=[change])
     await publisher.publish()
     return SourceCreated(**SourceOut.of(row).model_dump(), write_key=key)
 
@@ -84,15 +97,18 @@ async def revoke_source(
         row = await service.revoke_source(session=session, source_id=source_id)
         if row is None:
             raise ApiError(404, "not_found", f"no source {source_id}")
-        await record_change(session=session, actor=who.name, summary=f"revoke source {row.name}")
+        change = Change("source", str(row.id), "revoke", _source_summary(row), None)
+        await record_changes(session=session, actor=who.name, changes=[change])
     await publisher.publish()
     return Response(status_code=204)
 
 
 @router.post("/api-keys", status_code=201, summary="Create an API key with a role")
-async def create_api_key(body: ApiKeyIn, session: SessionDep, _: Admin) -> ApiKeyCreated:
+async def create_api_key(body: ApiKeyIn, session: SessionDep, who: Admin) -> ApiKeyCreated:
     async with session.begin():
         row, key = await service.create_api_key(session=session, name=body.name, role=body.role)
+        change = Change("api_key", str(row.id), "create", None, _key_summary(row))
+        await audit.record(session=session, actor=who.name, changes=[change], config_version=None)
     return ApiKeyCreated(**ApiKeyOut.of(row).model_dump(), api_key=key)
 
 
@@ -102,8 +118,11 @@ async def list_api_keys(session: SessionDep, _: Admin) -> list[ApiKeyOut]:
 
 
 @router.delete("/api-keys/{key_id}", status_code=204, summary="Revoke an API key")
-async def revoke_api_key(key_id: uuid.UUID, session: SessionDep, _: Admin) -> Response:
+async def revoke_api_key(key_id: uuid.UUID, session: SessionDep, who: Admin) -> Response:
     async with session.begin():
-        if await service.revoke_api_key(session=session, key_id=key_id) is None:
+        row = await service.revoke_api_key(session=session, key_id=key_id)
+        if row is None:
             raise ApiError(404, "not_found", f"no API key {key_id}")
+        change = Change("api_key", str(row.id), "revoke", _key_summary(row), None)
+        await audit.record(session=session, actor=who.name, changes=[change], config_version=None)
     return Response(status_code=204)

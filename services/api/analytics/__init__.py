@@ -1,0 +1,1 @@
+"""Journey and rule analytics over the recorded history (docs/analytics.md)."""

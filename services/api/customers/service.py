@@ -1,0 +1,229 @@
+"""Customers: timeline, actions and erasure. Keyword-only functions receiving their clients."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.api.customers.models import (
+    ActionItem,
+    ConversionItem,
+    EventItem,
+    RuleItem,
+    TimelineItem,
+    TransitionItem,
+)
+from services.api.history.models import (
+    ActionAttemptRow,
+    ActionRow,
+    ConversionRow,
+    EventArchiveRow,
+    RuleOutcomeRow,
+    TransitionRow,
+)
+from shared.customer_keys import CustomerKeys
+from shared.profile import Profile
+
+_SCAN_COUNT = 1000
+_UNLINK_BATCH = 500
+# At one instant, causes come before effects.
+_KIND_ORDER = {"event": 0, "transition": 1, "rule": 2, "action": 3, "conversion": 4}
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def glob_escape(value: str) -> str:
+    """``value`` matched literally by a Redis ``MATCH`` pattern."""
+    return re.sub(r"([*?\[\]\\])", r"\\\1", value)
+
+
+def customer_pattern(keys: CustomerKeys, customer_id: str) -> str:
+    """Every key of one customer: the ``{customer}`` hash tag under the namespace prefix."""
+    return f"{keys.prefix}:{{{glob_escape(customer_id)}}}:*"
+
+
+async def timeline(
+    *,
+    session: AsyncSession,
+    customer_id: str,
+    since: datetime | None,
+    until: datetime | None,
+    limit: int,
+) -> tuple[list[TimelineItem], bool]:
+    """The customer's events, moves, rule decisions, delivery attempts and conversions,
+    oldest first; also whether more items follow."""
+
+    def window(model: Any) -> Any:
+        query = select(model).where(model.customer_id == customer_id)
+        if since is not None:
+            query = query.where(model.at >= since)
+        if until is not None:
+            query = query.where(model.at < until)
+        return query.order_by(model.at).limit(limit + 1)
+
+    items: list[TimelineItem] = []
+    for row in await session.scalars(window(EventArchiveRow)):
+        items.append(
+            EventItem(
+                id=row.id,
+                at=row.at,
+                event_id=row.event_id,
+                type=row.type,
+                name=row.name,
+                event=row.payload,
+            )
+        )
+    for row in await session.scalars(window(TransitionRow).order_by(TransitionRow.seq)):
+        items.append(
+            TransitionItem(
+                id=row.id,
+                at=row.at,
+                journey=row.journey,
+                from_stage=row.from_stage,
+                to_stage=row.to_stage,
+                move=row.move,
+                event_id=row.event_id,
+            )
+        )
+    for row in await session.scalars(window(RuleOutcomeRow)):
+        items.append(
+            RuleItem(
+                id=row.id,
+                at=row.at,
+                rule=row.rule,
+                rule_version=row.rule_version,
+                outcome=row.outcome,
+                action_id=row.action_id,
+                detail=row.detail,
+            )
+        )
+    for row in await session.scalars(window(ActionAttemptRow).order_by(ActionAttemptRow.attempt)):
+        items.append(
+            ActionItem(
+                id=row.id,
+                at=row.at,
+                action_id=row.action_id,
+                rule=row.rule,
+                channel=row.channel,
+                status=row.status,
+                attempt=row.attempt,
+                status_code=row.status_code,
+                error=row.error,
+            )
+        )
+    for row in await session.scalars(window(ConversionRow)):
+        items.append(
+            ConversionItem(
+                id=row.id,
+                at=row.at,
+                rule=row.rule,
+                action_id=row.action_id,
+                group=row.group_name,
+            )
+        )
+    # Stable: rows of one kind keep their query order (transitions by insertion).
+    items.sort(key=lambda item: (item.at, _KIND_ORDER[item.kind]))
+    return items[:limit], len(items) > limit
+
+
+async def list_actions(
+    *,
+    session: AsyncSession,
+    customer_id: str | None,
+    rule: str | None,
+    status: str | None,
+    limit: int,
+    offset: int,
+) -> Sequence[ActionRow]:
+    """Actions with their latest status, most recently changed first."""
+    query = select(ActionRow)
+    if customer_id is not None:
+        query = query.where(ActionRow.customer_id == customer_id)
+    if rule is not None:
+        query = query.where(ActionRow.rule == rule)
+    if status is not None:
+        query = query.where(ActionRow.status == status)
+    query = query.order_by(ActionRow.updated_at.desc(), ActionRow.action_id)
+    return (await session.scalars(query.limit(limit).offset(offset))).all()
+
+
+async def linked_ids(
+    *, session: AsyncSession, redis: Redis, keys: CustomerKeys, customer_id: str
+) -> set[str]:
+    """Anonymous ids that lead to this customer: identity links pointing at it, ids merged
+    into its profile, and the anonymous ids on its archived events."""
+    found: set[str] = set()
+    raw = await redis.hget(keys.profile(customer_id), "p")
+    if raw is not None:
+        merged = orjson.loads(raw).get("merged") or []
+        found.update(str(anonymous_id) for anonymous_id in merged)
+    archived = await session.scalars(
+        text(
+            "SELECT DISTINCT payload->>'anonymous_id' FROM history_events "
+            "WHERE customer_id = :customer AND payload->>'anonymous_id' IS NOT NULL"
+        ),
+        {"customer": customer_id},
+    )
+    found.update(archived)
+    found.update(await _links_to(redis=redis, keys=keys, customer_id=customer_id))
+    found.discard(customer_id)
+    return found
+
+
+async def _links_to(*, redis: Redis, keys: CustomerKeys, customer_id: str) -> set[str]:
+    """Anonymous ids whose identity link points at the customer (a sweep of the links)."""
+    prefix, suffix = keys.identity("\x00").split("\x00")
+    linked: set[str] = set()
+    batch: list[bytes] = []
+
+    async def check() -> None:
+        values = await redis.mget(batch)
+        for key, value in zip(batch, values, strict=True):
+            if value is not None and _text(value) == customer_id:
+                linked.add(_text(key)[len(prefix) : -len(suffix)])
+        batch.clear()
+
+    async for key in redis.scan_iter(match=keys.identity("*"), count=_SCAN_COUNT):
+        batch.append(key)
+        if len(batch) >= _UNLINK_BATCH:
+            await check()
+    if batch:
+        await check()
+    return linked
+
+
+async def erase_redis(
+    *, redis: Redis, keys: CustomerKeys, customer_ids: set[str], timer_shards: int
+) -> int:
+    """Delete every key carrying one of these customers' hash tags, and their entries in
+    the timer index (which name the customer); returns how many keys went."""
+    deleted = 0
+    for customer_id in sorted(customer_ids):
+        raw = await redis.hget(keys.profile(customer_id), "p")
+        if raw is not None:
+            waits = Profile.from_json(raw).waits
+            if waits:
+                await redis.zrem(
+                    keys.timer_shard(customer_id, timer_shards),
+                    *(keys.timer_member(customer_id, w.rule, w.key) for w in waits),
+                )
+        batch: list[bytes] = []
+        async for key in redis.scan_iter(
+            match=customer_pattern(keys, customer_id), count=_SCAN_COUNT
+        ):
+            batch.append(key)
+            if len(batch) >= _UNLINK_BATCH:
+                deleted += int(await redis.unlink(*batch))
+                batch.clear()
+        if batch:
+            deleted += int(await redis.unlink(*batch))
+    return deleted

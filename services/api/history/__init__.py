@@ -1,0 +1,1 @@
+"""What happened to customers, as recorded from ``safar.history`` (DESIGN §4)."""

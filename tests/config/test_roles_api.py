@@ -1,0 +1,125 @@
+"""Every endpoint of this issue against every role: 401 without a valid key, 403 below the
+role it needs, success at it. Denied calls change nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.config.conftest import ADMIN_NAME, Api, bearer
+
+pytestmark = pytest.mark.timeout(60)
+
+RULE = {
+    "key": "thank-you",
+    "trigger": {"event": "Order Completed"},
+    "action": {"channel": "log", "message": "thanks {{ customer.id }}"},
+}
+JOURNEY = {"key": "signup", "stages": [{"key": "visited"}]}
+BUNDLE_YAML = b"""
+journeys:
+  - key: purchase
+    stages:
+      - {key: awareness}
+      - {key: purchase, when: 'event.name == "Order Completed"'}
+rules:
+  - key: thank-you
+    trigger: {event: Order Completed}
+    action: {channel: log, message: 'thanks {{ customer.id }}'}
+"""
+
+# (method, path, the role it needs, request options), in an order that works when allowed.
+STEPS: list[tuple[str, str, str, dict[str, Any]]] = [
+    ("GET", "/v1/journeys", "viewer", {}),
+    ("GET", "/v1/journeys/purchase", "viewer", {}),
+    ("POST", "/v1/journeys", "editor", {"json": JOURNEY}),
+    ("PUT", "/v1/journeys/signup", "editor", {"json": {**JOURNEY, "name": "Sign-up"}}),
+    ("DELETE", "/v1/journeys/signup", "editor", {}),
+    ("POST", "/v1/rules", "editor", {"json": RULE}),
+    ("GET", "/v1/rules", "viewer", {}),
+    ("GET", "/v1/rules/thank-you", "viewer", {}),
+    ("PUT", "/v1/rules/thank-you", "editor", {"json": {**RULE, "priority": 5}}),
+    ("POST", "/v1/rules/thank-you/disable", "editor", {}),
+    ("POST", "/v1/rules/thank-you/enable", "editor", {}),
+    ("GET", "/v1/rules/thank-you/versions", "viewer", {}),
+    ("DELETE", "/v1/rules/thank-you", "editor", {}),
+    (
+        "POST",
+        "/v1/config/apply",
+        "editor",
+        {"content": BUNDLE_YAML, "params": {"dry_run": "true"}},
+    ),
+    ("POST", "/v1/config/apply", "editor", {"content": BUNDLE_YAML}),
+    ("GET", "/v1/config/export", "viewer", {}),
+    ("GET", "/v1/config/versions", "viewer", {}),
+    ("GET", "/v1/audit", "viewer", {}),
+    ("GET", "/v1/sources", "admin", {}),
+    ("POST", "/v1/sources", "admin", {"json": {"name": "website"}}),
+    ("GET", "/v1/api-keys", "admin", {}),
+    ("POST", "/v1/api-keys", "admin", {"json": {"name": "ci", "role": "viewer"}}),
+]
+BELOW = {"viewer": [], "editor": ["viewer"], "admin": ["viewer", "editor"]}
+
+
+async def test_every_endpoint_checks_the_role(api: Api) -> None:
+    headers = {"viewer": api.viewer, "editor": api.editor, "admin": api.admin}
+    # A revoked key is as good as none.
+    revoked = await api.ok(
+        "POST", "/v1/api-keys", json={"name": "old", "role": "admin"}, headers=api.admin
+    )
+    await api.ok("DELETE", f"/v1/api-keys/{revoked['id']}", headers=api.admin)
+    strangers = [{}, bearer("sk_not_a_key"), bearer(revoked["api_key"]), {"Authorization": "x"}]
+    sources = len(await api.ok("GET", "/v1/sources", headers=api.admin))
+
+    for method, path, role, options in STEPS:
+        for stranger in strangers:
+            response = await api.client.request(method, path, headers=stranger, **options)
+            assert response.status_code == 401, (method, path, stranger, response.text)
+            body = response.json()
+            assert set(body) == {"code", "message"} and body["code"] == "unauthorized"
+        for lower in BELOW[role]:
+            response = await api.client.request(method, path, headers=headers[lower], **options)
+            assert response.status_code == 403, (method, path, lower, response.text)
+            assert response.json() == {
+                "code": "forbidden",
+                "message": f"this needs the {role} role; the key is {lower}",
+            }
+        # Higher roles include lower ones; the step runs once, at the role it needs.
+        allowed = await api.client.request(method, path, headers=headers[role], **options)
+        assert allowed.is_success, (method, path, role, allowed.status_code, allowed.text)
+
+    # Denied calls changed nothing: only the allowed calls are in the audit log.
+    assert len(await api.ok("GET", "/v1/sources", headers=api.admin)) == sources + 1
+    audit = await api.ok("GET", "/v1/audit", params={"limit": 1000}, headers=api.viewer)
+    assert [(e["actor"], e["action"], e["target_kind"]) for e in reversed(audit)] == [
+        (ADMIN_NAME, "create", "api_key"),
+        (ADMIN_NAME, "revoke", "api_key"),
+        ("editor key", "create", "journey"),
+        ("editor key", "update", "journey"),
+        ("editor key", "delete", "journey"),
+        ("editor key", "create", "rule"),
+        ("editor key", "update", "rule"),
+        ("editor key", "disable", "rule"),
+        ("editor key", "enable", "rule"),
+        ("editor key", "delete", "rule"),
+        ("editor key", "update", "journey"),  # the applied bundle: purchase changed...
+        ("editor key", "create", "rule"),  # ...thank-you created...
+        ("editor key", "apply", "bundle"),  # ...in one configuration version
+        (ADMIN_NAME, "create", "source"),
+        (ADMIN_NAME, "create", "api_key"),
+    ]
+
+
+async def test_an_admin_may_edit_and_key_routes_refuse_editors(api: Api) -> None:
+    response = await api.client.post("/v1/rules", json=RULE, headers=api.admin)
+    assert response.status_code == 201
+    entry = (await api.ok("GET", "/v1/audit", headers=api.viewer))[0]
+    assert (entry["actor"], entry["action"], entry["target_key"]) == (
+        ADMIN_NAME,
+        "create",
+        "thank-you",
+    )
+    for method, path in (("DELETE", "/v1/api-keys/00000000-0000-0000-0000-000000000000"),):
+        refused = await api.client.request(method, path, headers=api.editor)
+        assert refused.status_code == 403
