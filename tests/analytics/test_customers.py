@@ -322,9 +322,7 @@ async def test_erasure_leaves_no_trace_and_a_later_event_starts_afresh(
             lambda r: r.status_code == 200 and len(r.json()["waits"]) == 1,
             what="the wait pending",
         )
-        assert any(
-            ":timers:" in key for key in await _leftovers_in_redis(settings, who, anonymous)
-        )
+        assert any(":timers:" in key for key in await _leftovers_in_redis(settings, who, anonymous))
 
         erased = await client.delete(f"/v1/customers/{who}")
         assert erased.status_code == 200, erased.text
