@@ -7,7 +7,7 @@ import asyncio
 import typer
 from rich.console import Console
 
-from bench import ingest_throughput, orchestrator_throughput, profile_memory
+from bench import ingest_throughput, latency, orchestrator_throughput, profile_memory
 from bench.harness import embedded_stack, median
 
 app = typer.Typer(help="Benchmarks: each measures Safar against a baseline in the same run.")
@@ -44,6 +44,16 @@ def ingest(seconds: float = 5.0, rounds: int = 2) -> None:
         f"| ingest single-event route | {median(result.single):,.0f} req/s vs bare FastAPI "
         f"{median(result.bare):,.0f} req/s | ratio {ratio:.0%} (target >= 70%) |"
     )
+
+
+@app.command(name="latency")
+def latency_command(rate: int = 1000, seconds: float = 20.0) -> None:
+    """At a steady rate: event -> action delivered, wait lateness, cancel latency."""
+    with embedded_stack() as settings:
+        result = asyncio.run(latency.run(settings, rate, seconds))
+    console.print(f"{result.sent:,} events in {result.seconds:.0f}s")
+    for row in latency.summary(result):
+        console.print(row)
 
 
 @app.command()

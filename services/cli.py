@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -15,6 +16,7 @@ from typing import Annotated
 import httpx
 import typer
 import uvloop
+from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 
@@ -174,15 +176,23 @@ class DevStack:
         raise KeyboardInterrupt
 
     def _credentials(self) -> dict[str, str]:
+        """The dev credentials, kept across runs in dev.json: a write key, an admin API key
+        and a webhook signing secret (unless SAFAR_WEBHOOK_SECRET is set)."""
         path = self.data_dir / "dev.json"
-        if path.exists():
-            known = json.loads(path.read_text())
-            if known.get("write_key") and known.get("admin_api_key"):
-                return {"write_key": known["write_key"], "admin_api_key": known["admin_api_key"]}
-        return {
+        known = json.loads(path.read_text()) if path.exists() else {}
+        fresh = {
             "write_key": f"wk_dev_{secrets.token_urlsafe(16)}",
             "admin_api_key": f"sk_dev_{secrets.token_urlsafe(24)}",
+            "webhook_secret": "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode(),
         }
+        credentials = {name: known.get(name) or value for name, value in fresh.items()}
+        if self.settings.webhook_secret is None:
+            self.settings = self.settings.model_copy(
+                update={"webhook_secret": SecretStr(credentials["webhook_secret"])}
+            )
+        else:
+            del credentials["webhook_secret"]
+        return credentials
 
     async def _prepare(self, credentials: dict[str, str]) -> None:
         from services.api.bootstrap import bootstrap

@@ -1,0 +1,281 @@
+"""Latency at a steady 1,000 events/s through ingest, orchestrator and dispatcher:
+event -> webhook delivered (immediate rule), wait lateness, goal event -> wait cancelled."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import orjson
+import uvicorn
+from rich.console import Console
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from bench.harness import percentile
+from bench.http_load import request_bytes
+from shared.definitions import Bundle, ConfigSnapshot
+from shared.embedded import die_with_parent, free_port
+from shared.kafka import ensure_topics, make_producer
+from shared.settings import Settings
+from shared.topics import Topics
+
+console = Console(stderr=True)
+WRITE_KEY = "wk_latency"
+WAIT_S = 2.0
+
+
+@dataclass
+class Arrivals:
+    thanks: list[float] = field(default_factory=list)  # seconds from send to delivery
+    nudges: list[float] = field(default_factory=list)  # seconds late against the deadline
+    nudged_carts: set[str] = field(default_factory=set)
+
+
+@dataclass
+class Result:
+    sent: int
+    seconds: float
+    event_to_action: list[float]
+    lateness: list[float]
+    cancel_p99_bucket: float
+    unexpected_nudges: int
+
+
+def _bundle(hook: str) -> dict[str, object]:
+    return {
+        "journeys": [{"key": "purchase", "stages": [{"key": "awareness", "when": "true"}]}],
+        "rules": [
+            {
+                "key": "thank-you",
+                "trigger": {"event": "Order Completed"},
+                "action": {
+                    "channel": "webhook",
+                    "url": f"{hook}/thanks",
+                    "payload": {"sent": "{{ trigger.properties.sent }}"},
+                },
+            },
+            {
+                "key": "abandoned-cart",
+                "trigger": {"event": "Product Added"},
+                "wait": {
+                    "for": f"{WAIT_S:g}s",
+                    "key": "event.properties.cart_id",
+                    "unless": {
+                        "event": "Order Completed",
+                        "match": "event.properties.cart_id == trigger.properties.cart_id",
+                    },
+                },
+                "action": {
+                    "channel": "webhook",
+                    "url": f"{hook}/nudge",
+                    "payload": {
+                        "sent": "{{ trigger.properties.sent }}",
+                        "cart": "{{ trigger.properties.cart_id }}",
+                    },
+                },
+            },
+        ],
+    }
+
+
+async def _publish(settings: Settings, hook: str) -> None:
+    snapshot = ConfigSnapshot(
+        version=1,
+        bundle=Bundle.model_validate(_bundle(hook)),
+        write_keys=[hashlib.sha256(WRITE_KEY.encode()).hexdigest()],
+    )
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            Topics(settings.namespace).config, snapshot.to_json(), key=b"config"
+        )
+    finally:
+        await producer.stop()
+
+
+def _receiver(arrivals: Arrivals) -> Starlette:
+    async def thanks(request: Request) -> Response:
+        body = orjson.loads(await request.body())
+        arrivals.thanks.append(time.time() - float(body["payload"]["sent"]))
+        return Response(status_code=204)
+
+    async def nudge(request: Request) -> Response:
+        body = orjson.loads(await request.body())
+        deadline = float(body["payload"]["sent"]) + WAIT_S
+        arrivals.nudges.append(time.time() - deadline)
+        arrivals.nudged_carts.add(body["payload"]["cart"])
+        return Response(status_code=204)
+
+    return Starlette(
+        routes=[
+            Route("/thanks", thanks, methods=["POST"]),
+            Route("/nudge", nudge, methods=["POST"]),
+        ]
+    )
+
+
+async def _post(host: str, port: int, batch: list[dict[str, object]]) -> None:
+    token = base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
+    body = orjson.dumps({"batch": batch})
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(
+            request_bytes(
+                "/v1/batch", body, {"Authorization": f"Basic {token}", "Connection": "close"}
+            )
+        )
+        status = await reader.readline()
+        if b" 200 " not in status:
+            raise RuntimeError(f"ingest answered {status!r}")
+    finally:
+        writer.close()
+
+
+def _spawn(name: str, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "services.cli", name],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent,
+        )
+
+
+def _cancel_p99(metrics_text: str) -> float:
+    buckets = []
+    for line in metrics_text.splitlines():
+        if line.startswith("safar_wait_cancel_seconds_bucket"):
+            bound = line.split('le="')[1].split('"')[0]
+            buckets.append((float(bound), float(line.rsplit(" ", 1)[1])))
+    if not buckets or buckets[-1][1] == 0:
+        return float("nan")
+    total = buckets[-1][1]
+    return next(bound for bound, count in buckets if count >= 0.99 * total)
+
+
+async def run(settings: Settings, rate: int = 1000, seconds: float = 20.0) -> Result:
+    hook_port = free_port()
+    settings = settings.model_copy(
+        update={
+            "ingest_port": free_port(),
+            "orchestrator_port": free_port(),
+            "webhook_allow_private": True,
+            "webhook_secret": "whsec_" + base64.b64encode(os.urandom(24)).decode(),
+            "log_level": "WARNING",
+        }
+    )
+    await ensure_topics(settings)
+    await _publish(settings, f"http://127.0.0.1:{hook_port}")
+    arrivals = Arrivals()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            _receiver(arrivals),
+            host="127.0.0.1",
+            port=hook_port,
+            log_level="warning",
+            access_log=False,
+        )
+    )
+    receiver = asyncio.create_task(server.serve())
+    env = os.environ | settings.as_env()
+    log_path = Path(tempfile.gettempdir()) / "safar-bench-latency.log"
+    procs = [_spawn(name, env, log_path) for name in ("orchestrator", "ingest")]
+    try:
+        async with httpx.AsyncClient() as client:
+            for port in (settings.orchestrator_port, settings.ingest_port):
+                deadline = time.monotonic() + 60
+                while True:
+                    try:
+                        ready = await client.get(f"http://127.0.0.1:{port}/readyz")
+                        if ready.status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        pass
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"port {port} not ready")
+                    await asyncio.sleep(0.1)
+            sent, bought = await _drive(settings, rate, seconds)
+            # Let the last waits come due and their webhooks arrive.
+            await asyncio.sleep(WAIT_S + 3)
+            metrics = (
+                await client.get(f"http://127.0.0.1:{settings.orchestrator_port}/metrics")
+            ).text
+        unexpected = len(arrivals.nudged_carts & bought)
+        return Result(
+            sent, seconds, arrivals.thanks, arrivals.nudges, _cancel_p99(metrics), unexpected
+        )
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait()
+        server.should_exit = True
+        await receiver
+
+
+async def _drive(settings: Settings, rate: int, seconds: float) -> tuple[int, set[str]]:
+    """Every 10 ms a batch: carts added; half of them bought 0.5-1.5 s later (the goal)."""
+    tick = 0.01
+    per_tick = max(1, round(rate * tick))
+    started = time.perf_counter()
+    sent = 0
+    bought: set[str] = set()
+    pending: list[tuple[float, str, str]] = []  # (buy at, customer, cart)
+    posts: set[asyncio.Task[None]] = set()
+    number = 0
+    with console.status(f"{rate} events/s for {seconds:.0f}s..."):
+        while (now := time.perf_counter()) - started < seconds:
+            batch: list[dict[str, object]] = []
+            due = [p for p in pending if p[0] <= now]
+            pending = [p for p in pending if p[0] > now]
+            for _, customer, cart in due[:per_tick]:
+                batch.append(_event(customer, "Order Completed", cart))
+                bought.add(cart)
+            while len(batch) < per_tick:
+                number += 1
+                customer, cart = f"lat-{number % 5000}", f"cart-{number}"
+                batch.append(_event(customer, "Product Added", cart))
+                if number % 2 == 0:
+                    pending.append((now + 0.5 + (number % 10) / 10, customer, cart))
+            task = asyncio.create_task(_post("127.0.0.1", settings.ingest_port, batch))
+            posts.add(task)
+            task.add_done_callback(posts.discard)
+            sent += len(batch)
+            await asyncio.sleep(max(0.0, started + (sent / rate) - time.perf_counter()))
+    await asyncio.gather(*posts)
+    return sent, bought
+
+
+def _event(customer: str, name: str, cart: str) -> dict[str, object]:
+    return {
+        "type": "track",
+        "userId": customer,
+        "event": name,
+        "properties": {"cart_id": cart, "sent": f"{time.time():.6f}"},
+    }
+
+
+def summary(result: Result) -> list[str]:
+    return [
+        f"| event -> webhook delivered, p50 / p99 | "
+        f"{percentile(result.event_to_action, 0.5) * 1000:,.0f} ms / "
+        f"{percentile(result.event_to_action, 0.99) * 1000:,.0f} ms | target p99 <= 100 ms |",
+        f"| wait lateness, p50 / p99 | {percentile(result.lateness, 0.5) * 1000:,.0f} ms / "
+        f"{percentile(result.lateness, 0.99) * 1000:,.0f} ms | target p99 <= 1 s |",
+        f"| goal event -> wait cancelled, p99 (histogram bucket) | "
+        f"<= {result.cancel_p99_bucket * 1000:,.0f} ms | target p99 <= 100 ms |",
+        f"| nudges for carts that were bought | {result.unexpected_nudges} | expected 0 |",
+    ]
