@@ -1,4 +1,4 @@
-"""HTTP routes for rules: CRUD, enable/disable, versions."""
+"""HTTP routes for rules: CRUD, enable/disable, versions, dry run."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ from typing import Any
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
+from services.api.config.publisher import build_snapshot
 from services.api.config.service import lock_configuration, record_changes
 from services.api.deps import Editor, PublisherDep, SessionDep, Viewer
 from services.api.rules import service
+from services.api.rules.dry_run import RuleTestIn, RuleTestOut, run_test
 from services.api.rules.models import RuleRow, RuleVersionRow
 from shared.definitions import Rule
 from shared.http import ApiError
@@ -190,3 +192,17 @@ async def list_versions(key: str, session: SessionDep, _: Viewer) -> list[RuleVe
     if not rows:
         raise _not_found(key)
     return [RuleVersionOut.of(row) for row in rows]
+
+
+@router.post(
+    "/{key}/test",
+    summary="Dry run on a given event and profile: conditions, decisions, rendered message",
+)
+async def test_rule(key: str, body: RuleTestIn, session: SessionDep, _: Viewer) -> RuleTestOut:
+    """Runs the stored rule (enabled or not) through the orchestrator's engine against the
+    current journeys. Nothing is stored, scheduled or sent."""
+    row = await service.get_rule(session=session, key=key)
+    if row is None:
+        raise _not_found(key)
+    snapshot = await build_snapshot(session=session)
+    return run_test(row.rule(), row.version, snapshot, body)

@@ -1,0 +1,94 @@
+"""Action templates: Jinja2 in a sandbox, rendered at send time (DESIGN §6, §7); the
+dispatcher renders with it, and the api's rule dry run shows the same result.
+
+Templates see ``customer`` (the profile at fire time), ``trigger`` (the event that fired the
+rule, ``{}`` for none), ``rule`` (``key``, ``version``) and ``action`` (``id``, ``channel``,
+``created_at``, ``attempt``). A missing key renders as an empty string, as in Jinja2 itself;
+anything that does not render raises :class:`TemplateRenderError` naming the field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from functools import lru_cache
+from typing import Any
+
+from jinja2 import Template, TemplateError, TemplateSyntaxError
+from jinja2.sandbox import SandboxedEnvironment, SecurityError
+
+from shared.actions import ActionRecord
+
+
+class TemplateRenderError(ValueError):
+    """A template that does not render; the message names the field. Never retriable."""
+
+    retriable = False
+
+
+def template_context(action: ActionRecord) -> dict[str, Any]:
+    """What an action's templates may use."""
+    return {
+        "customer": action.customer,
+        "trigger": action.trigger or {},
+        "rule": {"key": action.rule, "version": action.rule_version},
+        "action": {
+            "id": action.action_id,
+            "channel": action.channel,
+            "created_at": action.created_at,
+            "attempt": action.attempt + 1,
+        },
+    }
+
+
+class TemplateRenderer:
+    """Renders template strings in a sandbox; each source is compiled once (LRU cache)."""
+
+    def __init__(self, cache_size: int = 2048) -> None:
+        text = SandboxedEnvironment(autoescape=False, keep_trailing_newline=True)
+        # HTML bodies escape what they interpolate: a customer's name is not markup.
+        html = SandboxedEnvironment(autoescape=True, keep_trailing_newline=True)
+        self._compile_text: Callable[[str], Template] = lru_cache(maxsize=cache_size)(
+            text.from_string
+        )
+        self._compile_html: Callable[[str], Template] = lru_cache(maxsize=cache_size)(
+            html.from_string
+        )
+
+    def render(
+        self, source: str, context: Mapping[str, Any], *, field: str, html: bool = False
+    ) -> str:
+        """Render one template; ``field`` names it in the error (``subject``, ``payload.x``)."""
+        try:
+            template = (self._compile_html if html else self._compile_text)(source)
+            return template.render(context)
+        except TemplateSyntaxError as exc:
+            raise TemplateRenderError(
+                f"template error in {field}, line {exc.lineno}: {exc.message}"
+            ) from exc
+        except SecurityError as exc:
+            raise TemplateRenderError(
+                f"template in {field} does something templates may not do: {exc}"
+            ) from exc
+        except TemplateError as exc:
+            raise TemplateRenderError(f"template error in {field}: {exc}") from exc
+        except (ArithmeticError, LookupError, TypeError, ValueError, AttributeError) as exc:
+            # Raised by filters and operators on the customer's data, e.g. `{{ 1 / 0 }}`.
+            raise TemplateRenderError(
+                f"template error in {field}: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def render_tree(self, value: Any, context: Mapping[str, Any], *, field: str) -> Any:
+        """Render every string inside a JSON value (a webhook or kafka payload)."""
+        if isinstance(value, str):
+            return self.render(value, context, field=field)
+        if isinstance(value, dict):
+            return {
+                key: self.render_tree(item, context, field=f"{field}.{key}")
+                for key, item in value.items()
+            }
+        if isinstance(value, list):
+            return [
+                self.render_tree(item, context, field=f"{field}[{index}]")
+                for index, item in enumerate(value)
+            ]
+        return value
