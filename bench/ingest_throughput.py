@@ -16,11 +16,11 @@ import orjson
 from rich.console import Console
 
 from bench.http_load import LoadResult, request_bytes, run_load
+from shared.config_feed import publish_snapshot
 from shared.definitions import Bundle, ConfigSnapshot
 from shared.embedded import die_with_parent, free_port
-from shared.kafka import ensure_topics, make_producer
+from shared.kafka import ensure_topics
 from shared.settings import Settings
-from shared.topics import Topics
 
 console = Console(stderr=True)
 WRITE_KEY = "wk_bench"
@@ -37,14 +37,7 @@ async def _publish_write_key(settings: Settings) -> None:
     snapshot = ConfigSnapshot(
         version=1, bundle=Bundle(), write_keys=[hashlib.sha256(WRITE_KEY.encode()).hexdigest()]
     )
-    producer = make_producer(settings)
-    await producer.start()
-    try:
-        await producer.send_and_wait(
-            Topics(settings.namespace).config, snapshot.to_json(), key=b"config"
-        )
-    finally:
-        await producer.stop()
+    await publish_snapshot(settings, snapshot)
 
 
 def _spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:

@@ -25,11 +25,11 @@ from starlette.routing import Route
 
 from bench.harness import percentile
 from bench.http_load import request_bytes
+from shared.config_feed import publish_snapshot
 from shared.definitions import Bundle, ConfigSnapshot
 from shared.embedded import die_with_parent, free_port
-from shared.kafka import ensure_topics, make_producer
+from shared.kafka import ensure_topics
 from shared.settings import Settings
-from shared.topics import Topics
 
 console = Console(stderr=True)
 WRITE_KEY = "wk_latency"
@@ -96,14 +96,7 @@ async def _publish(settings: Settings, hook: str) -> None:
         bundle=Bundle.model_validate(_bundle(hook)),
         write_keys=[hashlib.sha256(WRITE_KEY.encode()).hexdigest()],
     )
-    producer = make_producer(settings)
-    await producer.start()
-    try:
-        await producer.send_and_wait(
-            Topics(settings.namespace).config, snapshot.to_json(), key=b"config"
-        )
-    finally:
-        await producer.stop()
+    await publish_snapshot(settings, snapshot)
 
 
 def _receiver(arrivals: Arrivals) -> Starlette:

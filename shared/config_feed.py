@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
 from shared.definitions import ConfigSnapshot
-from shared.kafka import make_consumer
+from shared.kafka import make_consumer, make_producer
 from shared.settings import Settings
 from shared.topics import Topics
 
@@ -82,3 +82,16 @@ class ConfigFeed:
         self.version = snapshot.version
         self.ready.set()
         log.info("configuration version %d active", snapshot.version)
+
+
+async def publish_snapshot(settings: Settings, snapshot: ConfigSnapshot) -> None:
+    """Put one snapshot on ``safar.config`` with a short-lived producer (the api keeps its
+    own producer; tools, benchmarks and tests use this)."""
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            Topics(settings.namespace).config, snapshot.to_json(), key=b"config"
+        )
+    finally:
+        await producer.stop()

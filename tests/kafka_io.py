@@ -12,6 +12,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from shared.actions import ActionRecord
+from shared.config_feed import publish_snapshot
 from shared.definitions import Bundle, ConfigSnapshot
 from shared.events import Event, format_time
 from shared.kafka import make_consumer, make_producer
@@ -22,14 +23,7 @@ from shared.topics import Topics
 async def publish_config(settings: Settings, bundle: dict[str, Any], version: int = 1) -> None:
     """What the api does on every change: one snapshot on safar.config."""
     snapshot = ConfigSnapshot(version=version, bundle=Bundle.model_validate(bundle))
-    producer = make_producer(settings)
-    await producer.start()
-    try:
-        await producer.send_and_wait(
-            Topics(settings.namespace).config, snapshot.to_json(), key=b"config"
-        )
-    finally:
-        await producer.stop()
+    await publish_snapshot(settings, snapshot)
 
 
 def event(

@@ -9,10 +9,9 @@ from dataclasses import dataclass
 import pytest
 
 from services.ingest.write_keys import hash_key
+from shared.config_feed import publish_snapshot
 from shared.definitions import Bundle, ConfigSnapshot
-from shared.kafka import make_producer
 from shared.settings import Settings
-from shared.topics import Topics
 from tests.stack import ServiceProcess
 
 
@@ -34,14 +33,7 @@ async def publish_write_keys(settings: Settings, *keys: str, version: int = 1) -
     snapshot = ConfigSnapshot(
         version=version, bundle=Bundle(), write_keys=[hash_key(k) for k in keys]
     )
-    producer = make_producer(settings)
-    await producer.start()
-    try:
-        await producer.send_and_wait(
-            Topics(settings.namespace).config, snapshot.to_json(), key=b"config"
-        )
-    finally:
-        await producer.stop()
+    await publish_snapshot(settings, snapshot)
 
 
 @pytest.fixture
