@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -15,6 +14,7 @@ from fastapi import FastAPI, Request
 from redis.asyncio import Redis
 
 from services.orchestrator.active_config import ActiveConfig
+from services.orchestrator.dispatcher import Dispatcher
 from services.orchestrator.event_consumer import EventConsumer
 from services.orchestrator.profile_store import ProfileStore
 from services.orchestrator.timer_loop import TimerLoop
@@ -28,8 +28,8 @@ from shared.topics import Topics
 
 log = logging.getLogger(__name__)
 
-Role = Literal["all", "events", "timers"]
-ROLES: tuple[str, ...] = ("all", "events", "timers")
+Role = Literal["all", "events", "timers", "dispatcher"]
+ROLES: tuple[str, ...] = ("all", "events", "timers", "dispatcher")
 
 
 def _stop_process_on_failure(app: FastAPI) -> None:
@@ -94,17 +94,31 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if role in ("all", "timers"):
             timers = TimerLoop(settings, producer, store, waits, active)
             tasks.append(asyncio.create_task(timers.run(), name="timer-loop"))
+        if role in ("all", "dispatcher"):
+            dispatcher = Dispatcher(settings, redis, producer)
+            await stack.enter_async_context(dispatcher)
+            app.state.dispatcher = dispatcher
+            tasks.append(dispatcher.task)
         _stop_process_on_failure(app)
         for task in tasks:
             task.add_done_callback(app.state.on_loop_done)
         try:
             yield
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await _cancel(tasks)
+
+
+async def _cancel(tasks: list[asyncio.Task[None]], grace_s: float = 5.0) -> None:
+    """Cancel the loops and wait a bounded time: redis-py can swallow a cancel that lands
+    mid-command, so a loop is cancelled again until it ends, and never waited for forever."""
+    deadline = asyncio.get_running_loop().time() + grace_s
+    pending = {t for t in tasks if not t.done()}
+    while pending and asyncio.get_running_loop().time() < deadline:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.2)
+    for task in pending:
+        log.warning("%s did not stop within %.0fs; leaving it", task.get_name(), grace_s)
 
 
 def _checks(request: Request) -> Mapping[str, ReadinessCheck]:
@@ -119,7 +133,15 @@ def _checks(request: Request) -> Mapping[str, ReadinessCheck]:
     async def consuming() -> bool:
         return bool(state.consuming)
 
-    return {"redis": redis, "config": config, "consumer": consuming}
+    async def dispatching() -> bool:
+        return bool(state.dispatcher.ready)
+
+    checks: dict[str, ReadinessCheck] = {"redis": redis, "consumer": consuming}
+    if state.role != "dispatcher":  # delivering actions needs no configuration
+        checks["config"] = config
+    if state.role in ("all", "dispatcher"):
+        checks["dispatcher"] = dispatching
+    return checks
 
 
 def create_app(settings: Settings, role: Role = "all") -> FastAPI:

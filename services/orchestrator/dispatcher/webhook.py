@@ -1,0 +1,135 @@
+"""The webhook channel: a signed JSON POST (Standard Webhooks), DESIGN §7.
+
+Every attempt of one action carries the same ``webhook-id`` (the action id) and a fresh
+``webhook-timestamp`` and signature. Redirects are not followed: a 3xx fails the action,
+since following it could lead anywhere, including to private addresses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import orjson
+from pydantic import SecretStr
+
+from services.orchestrator.dispatcher.channels import Delivered, envelope
+from services.orchestrator.dispatcher.exceptions import DeliveryError
+from services.orchestrator.dispatcher.private_targets import refuse_private_target
+from services.orchestrator.dispatcher.retry_policy import is_retriable_status, parse_retry_after
+from services.orchestrator.dispatcher.signatures import decode_secret, signature_headers
+from shared.actions import ActionRecord
+from shared.templates import TemplateRenderer
+
+USER_AGENT = "Safar-Webhooks/1"
+_RESERVED_HEADERS = ("content-type", "webhook-id", "webhook-timestamp", "webhook-signature")
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+class WebhookChannel:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        renderer: TemplateRenderer,
+        *,
+        default_secret: SecretStr | None,
+        timeout_s: float,
+        allow_private: bool,
+    ) -> None:
+        self._client = client
+        self._renderer = renderer
+        self._default_secret = default_secret
+        self._timeout_s = timeout_s
+        self._allow_private = allow_private
+
+    async def deliver(self, action: ActionRecord, context: Mapping[str, Any]) -> Delivered:
+        spec = action.spec
+        url = self._target(self._renderer.render(str(spec.get("url") or ""), context, field="url"))
+        key = self._signing_key(spec.get("secret"))
+        headers = httpx.Headers()
+        for name, value in (spec.get("headers") or {}).items():
+            if not _HEADER_NAME.fullmatch(name):
+                raise DeliveryError(f"{name!r} is not a valid header name", retriable=False)
+            rendered = self._renderer.render(str(value), context, field=f"headers.{name}")
+            if "\r" in rendered or "\n" in rendered:
+                raise DeliveryError(f"header {name} renders to a line break", retriable=False)
+            if name.lower() not in _RESERVED_HEADERS:
+                headers[name] = rendered
+        payload = self._renderer.render_tree(spec.get("payload") or {}, context, field="payload")
+        body = orjson.dumps(envelope(action, payload))
+        if not self._allow_private:
+            await refuse_private_target(url)
+        headers["content-type"] = "application/json"
+        headers.update(signature_headers(key, action.action_id, int(time.time()), body))
+        response = await self._post(url, body, headers)
+        status = response.status_code
+        if 200 <= status < 300:
+            return Delivered(status)
+        raise self._refusal(url, response)
+
+    def _target(self, rendered: str) -> httpx.URL:
+        try:
+            url = httpx.URL(rendered.strip())
+        except httpx.InvalidURL as exc:
+            raise DeliveryError(f"the url {rendered!r} is invalid: {exc}", retriable=False) from exc
+        if url.scheme not in ("http", "https") or not url.host:
+            raise DeliveryError(
+                f"the url {rendered!r} is not an http:// or https:// address", retriable=False
+            )
+        return url
+
+    def _signing_key(self, rule_secret: object) -> bytes:
+        secret = rule_secret if isinstance(rule_secret, str) and rule_secret else None
+        if secret is None and self._default_secret is not None:
+            secret = self._default_secret.get_secret_value()
+        if not secret:
+            raise DeliveryError(
+                "no webhook secret to sign with: set the rule's action.secret or "
+                "SAFAR_WEBHOOK_SECRET (whsec_<base64>)",
+                retriable=False,
+            )
+        try:
+            return decode_secret(secret)
+        except ValueError as exc:
+            raise DeliveryError(f"unusable webhook secret: {exc}", retriable=False) from exc
+
+    async def _post(self, url: httpx.URL, body: bytes, headers: httpx.Headers) -> httpx.Response:
+        try:
+            # One deadline for the whole attempt: httpx's own timeouts are per read/write.
+            async with asyncio.timeout(self._timeout_s):
+                return await self._client.post(url, content=body, headers=headers)
+        except (TimeoutError, httpx.TimeoutException) as exc:
+            raise DeliveryError(
+                f"{url.host} did not answer within {self._timeout_s:g}s", retriable=True
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise DeliveryError(
+                f"cannot reach {url.host}: {type(exc).__name__}: {exc}", retriable=True
+            ) from exc
+
+    def _refusal(self, url: httpx.URL, response: httpx.Response) -> DeliveryError:
+        status = response.status_code
+        if 300 <= status < 400:
+            location = response.headers.get("location", "")
+            return DeliveryError(
+                f"{url.host} answered HTTP {status} (redirect to {location!r}); "
+                "webhooks do not follow redirects: configure the final url",
+                retriable=False,
+                status_code=status,
+            )
+        detail = response.content[:200].decode(errors="replace").strip()
+        message = f"{url.host} answered HTTP {status}" + (f": {detail}" if detail else "")
+        retry_after = None
+        if status in (429, 503):
+            retry_after = parse_retry_after(response.headers.get("retry-after"), datetime.now(UTC))
+        return DeliveryError(
+            message,
+            retriable=is_retriable_status(status),
+            status_code=status,
+            retry_after_s=retry_after,
+        )

@@ -1,0 +1,224 @@
+"""The dispatcher's pure parts: signatures, retry policy, templates, offsets, targets."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import httpx
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from services.orchestrator.dispatcher.exceptions import DeliveryError, TargetRefusedError
+from services.orchestrator.dispatcher.offset_tracker import OffsetTracker
+from services.orchestrator.dispatcher.private_targets import refuse_private_target
+from services.orchestrator.dispatcher.retry_policy import (
+    RetryPolicy,
+    decide,
+    is_retriable_status,
+    parse_retry_after,
+)
+from services.orchestrator.dispatcher.signatures import decode_secret, sign, signature_headers
+from shared.templates import TemplateRenderer, TemplateRenderError, template_context
+from tests.delivery.conftest import SECRET, make_action
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+# --- signatures ---------------------------------------------------------------------------
+
+
+def test_signatures_verify_with_the_standardwebhooks_library() -> None:
+    body = b'{"id":"act_1","payload":{"name":"\xc3\x85sa"}}'
+    timestamp = int(datetime.now(UTC).timestamp())
+    headers = signature_headers(decode_secret(SECRET), "act_1", timestamp, body)
+    assert Webhook(SECRET).verify(body, headers) == {"id": "act_1", "payload": {"name": "Åsa"}}
+    # The same bytes the library signs, for the same id and second.
+    expected = Webhook(SECRET).sign("act_1", datetime.fromtimestamp(timestamp, UTC), body.decode())
+    assert headers["webhook-signature"] == expected
+
+
+def test_the_signature_covers_id_timestamp_and_body() -> None:
+    key = decode_secret(SECRET)
+    reference = sign(key, "act_1", 1700000000, b"{}")
+    assert sign(key, "act_2", 1700000000, b"{}") != reference
+    assert sign(key, "act_1", 1700000001, b"{}") != reference
+    assert sign(key, "act_1", 1700000000, b"{ }") != reference
+    assert reference.startswith("v1,")
+
+
+def test_secrets_are_whsec_base64_and_the_prefix_is_optional() -> None:
+    raw = b"\x01\x02secret-bytes"
+    encoded = base64.b64encode(raw).decode()
+    assert decode_secret("whsec_" + encoded) == raw
+    assert decode_secret(encoded) == raw
+    assert decode_secret("whsec_" + encoded.rstrip("=")) == raw
+    for bad in ("whsec_not base64!", "whsec_", ""):
+        with pytest.raises(ValueError, match=r"whsec_|empty"):
+            decode_secret(bad)
+
+
+# --- retry policy -------------------------------------------------------------------------
+
+
+POLICY = RetryPolicy(schedule_s=(1.0, 10.0, 100.0), jitter=0.5, retry_after_max_s=60.0)
+
+
+def test_the_schedule_is_a_lower_bound_stretched_by_jitter() -> None:
+    assert POLICY.max_attempts == 4
+    assert POLICY.delay_after(1, None, 0.0) == 1.0
+    assert POLICY.delay_after(2, None, 0.999) == pytest.approx(14.995)
+    assert POLICY.delay_after(3, None, 0.5) == 125.0
+    assert POLICY.delay_after(4, None, 0.0) is None
+
+
+def test_retry_after_wins_over_the_schedule_up_to_a_cap() -> None:
+    assert POLICY.delay_after(1, 30.0, 0.9) == 30.0
+    assert POLICY.delay_after(1, 3600.0, 0.9) == 60.0
+    assert POLICY.delay_after(4, 5.0, 0.0) is None  # no retries left whatever it says
+
+
+def test_retry_after_in_seconds_or_as_a_date() -> None:
+    assert parse_retry_after("120", NOW) == 120.0
+    assert parse_retry_after(format_datetime(NOW + timedelta(seconds=90), usegmt=True), NOW) == 90
+    assert parse_retry_after(format_datetime(NOW - timedelta(seconds=5), usegmt=True), NOW) == 0
+    assert parse_retry_after("soon", NOW) is None
+    assert parse_retry_after(None, NOW) is None
+
+
+@pytest.mark.parametrize(
+    ("status", "retriable"),
+    [
+        (500, True),
+        (502, True),
+        (503, True),
+        (429, True),
+        (408, True),
+        (410, False),
+        (400, False),
+        (401, False),
+        (404, False),
+        (422, False),
+    ],
+)
+def test_which_statuses_are_retried(status: int, retriable: bool) -> None:
+    assert is_retriable_status(status) is retriable
+
+
+def test_decisions() -> None:
+    assert decide(POLICY, 1, None, 0.0).status == "sent"
+    gone = decide(POLICY, 1, DeliveryError("HTTP 410", retriable=False, status_code=410), 0.0)
+    assert (gone.status, gone.reason) == ("failed", "HTTP 410")
+    later = decide(POLICY, 2, DeliveryError("HTTP 500", retriable=True), 0.0)
+    assert (later.status, later.retry_in_s) == ("retrying", 10.0)
+    last = decide(POLICY, 4, DeliveryError("HTTP 500", retriable=True), 0.0)
+    assert last.status == "failed"
+    assert last.reason == "gave up after 4 attempts: HTTP 500"
+
+
+# --- templates ----------------------------------------------------------------------------
+
+
+def test_templates_see_customer_trigger_rule_and_action() -> None:
+    action = make_action(
+        {"channel": "log", "message": "x"},
+        traits={"name": "Ada", "tier": "gold"},
+        trigger={"name": "Order Completed", "properties": {"revenue": 40}},
+    )
+    renderer = TemplateRenderer()
+    context = template_context(action)
+    text = (
+        "{{ customer.traits.name }}/{{ trigger.properties.revenue * 2 }}/{{ rule.key }}"
+        "/v{{ rule.version }}/{{ action.id }}/{{ action.attempt }}"
+    )
+    assert renderer.render(text, context, field="message") == (
+        f"Ada/80/thank-you/v1/{action.action_id}/1"
+    )
+    # A missing key renders empty, as in Jinja2; `default` supplies a fallback.
+    assert renderer.render("[{{ customer.traits.nick }}]", context, field="m") == "[]"
+    assert (
+        renderer.render("{{ customer.traits.nick | default('friend') }}", context, field="m")
+        == "friend"
+    )
+    assert renderer.render_tree(
+        {"a": ["{{ customer.traits.tier }}", 3, None], "b": {"c": "{{ rule.key }}"}},
+        context,
+        field="payload",
+    ) == {"a": ["gold", 3, None], "b": {"c": "thank-you"}}
+
+
+def test_html_templates_escape_what_they_interpolate() -> None:
+    context = {"customer": {"traits": {"name": "<b>Ada & Co</b>"}}}
+    renderer = TemplateRenderer()
+    html = renderer.render("<p>{{ customer.traits.name }}</p>", context, field="html", html=True)
+    assert html == "<p>&lt;b&gt;Ada &amp; Co&lt;/b&gt;</p>"
+    assert renderer.render("{{ customer.traits.name }}", context, field="body") == "<b>Ada & Co</b>"
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("{{ customer.name", "template error in payload.x, line 1"),
+        ("{{ x | nope }}", "No filter named 'nope'"),
+        ("{{ customer.__class__.__mro__ }}", "templates may not do"),
+        ("{{ ''.__class__.__subclasses__() }}", "templates may not do"),
+        ("{{ 1 / 0 }}", "ZeroDivisionError"),
+        ("{{ customer.traits.missing.deeper }}", "template error in payload.x"),
+    ],
+)
+def test_a_template_that_does_not_render_names_the_field_and_why(source: str, message: str) -> None:
+    with pytest.raises(TemplateRenderError) as caught:
+        TemplateRenderer().render(source, {"customer": {"traits": {}}}, field="payload.x")
+    assert message in str(caught.value)
+    assert caught.value.retriable is False
+
+
+# --- offsets ------------------------------------------------------------------------------
+
+
+def test_commits_stop_at_the_first_unfinished_record() -> None:
+    tracker: OffsetTracker[str] = OffsetTracker()
+    for offset in (10, 11, 12, 14):
+        tracker.track("p0", offset)
+    tracker.track("p1", 0)
+    assert tracker.committable() == {"p0": 10, "p1": 0}
+    tracker.finish("p0", 11)
+    tracker.finish("p0", 12)
+    assert tracker.committable(["p0"]) == {"p0": 10}  # 10 still in flight
+    tracker.finish("p0", 10)
+    assert tracker.committable(["p0"]) == {"p0": 14}
+    tracker.committed({"p0": 14})
+    assert tracker.committable(["p0"]) == {}  # nothing new
+    tracker.finish("p0", 14)
+    assert tracker.committable() == {"p0": 15, "p1": 0}
+    assert tracker.in_flight == 1
+    tracker.forget(["p1"])
+    tracker.finish("p1", 0)  # finished after the hand-over: ignored
+    assert tracker.committable() == {"p0": 15}
+
+
+# --- private targets ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/hook",
+        "http://localhost/hook",
+        "http://10.1.2.3/",
+        "http://192.168.0.10/",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[::1]/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://0.0.0.0/",
+    ],
+)
+async def test_private_and_loopback_targets_are_refused(url: str) -> None:
+    with pytest.raises(TargetRefusedError, match="SAFAR_WEBHOOK_ALLOW_PRIVATE"):
+        await refuse_private_target(httpx.URL(url))
+
+
+async def test_public_addresses_pass() -> None:
+    await refuse_private_target(httpx.URL("https://93.184.215.14/hook"))
+    await refuse_private_target(httpx.URL("https://[2606:4700::1111]/hook"))

@@ -1,0 +1,161 @@
+"""Email through a real SMTP server (aiosmtpd), the kafka channel and the log channel."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from shared.settings import Settings
+from shared.topics import Topics
+from tests.delivery.conftest import (
+    StartDispatcher,
+    TopicReader,
+    action_records,
+    make_action,
+    publish,
+    sample,
+)
+from tests.delivery.smtp_server import Mailbox, message_count
+from tests.stack import eventually
+
+pytestmark = pytest.mark.timeout(60)
+
+Reader = Callable[[str], Awaitable[TopicReader]]
+
+
+async def test_the_thank_you_email_arrives_rendered_in_text_and_html(
+    dispatch_settings: Settings,
+    smtp_server: tuple[Mailbox, int],
+    start_dispatcher: StartDispatcher,
+    producer: AIOKafkaProducer,
+    read_topic: Reader,
+) -> None:
+    mailbox, port = smtp_server
+    action = make_action(
+        {
+            "channel": "email",
+            "to": "{{ customer.traits.email }}",
+            "subject": "Thank you, {{ customer.traits.name }}!",
+            "body": (
+                "Hi {{ customer.traits.name }}, thanks for order {{ trigger.properties.order_id }}."
+            ),
+            "html": "<p>Hi {{ customer.traits.name }}, thanks!</p>",
+        },
+        traits={"name": "Ada & Co", "email": "ada@example.com"},
+        trigger={"name": "Order Completed", "properties": {"order_id": "o-42"}},
+        trigger_received_at="2026-01-02T03:04:04.000000+00:00",
+    )
+    history = await read_topic(Topics(dispatch_settings.namespace).history)
+    timed_before = sample("safar_event_to_action_seconds_count")
+    await start_dispatcher(
+        smtp_host="127.0.0.1", smtp_port=port, smtp_sender="Shop <shop@example.com>"
+    )
+    await publish(producer, dispatch_settings, action)
+
+    await eventually(message_count(mailbox), lambda n: n >= 1, what="the email")
+    [(recipients, message)] = mailbox.messages
+    assert recipients == ["ada@example.com"]
+    assert message["Subject"] == "Thank you, Ada & Co!"
+    assert message["From"] == "Shop <shop@example.com>"
+    assert message["To"] == "ada@example.com"
+    assert message["Message-ID"] == f"<{action.action_id}@safar>"
+    text = message.get_body(preferencelist=("plain",))
+    html = message.get_body(preferencelist=("html",))
+    assert text is not None and html is not None
+    assert text.get_content().strip() == "Hi Ada & Co, thanks for order o-42."
+    assert html.get_content().strip() == "<p>Hi Ada &amp; Co, thanks!</p>"
+    records = await history.wait_for(
+        lambda h: len(action_records(h, action.action_id)) >= 1, "a sent record"
+    )
+    [sent] = action_records(records, action.action_id)
+    assert (sent["channel"], sent["status"], sent["status_code"]) == ("email", "sent", 250)
+    # trigger_received_at -> delivered is measured once per delivered action.
+    assert sample("safar_event_to_action_seconds_count") == timed_before + 1
+    assert sample("safar_actions_total", channel="email", status="sent") >= 1
+
+
+async def test_a_refused_recipient_fails_at_once(
+    dispatch_settings: Settings,
+    smtp_server: tuple[Mailbox, int],
+    start_dispatcher: StartDispatcher,
+    producer: AIOKafkaProducer,
+    read_topic: Reader,
+) -> None:
+    mailbox, port = smtp_server
+    refused = make_action(
+        {"channel": "email", "to": mailbox.refuse, "subject": "Hi", "body": "Hello"}
+    )
+    empty = make_action(
+        {"channel": "email", "to": "{{ customer.traits.email }}", "subject": "Hi", "body": "."}
+    )
+    dlq = await read_topic(Topics(dispatch_settings.namespace).dlq)
+    await start_dispatcher(smtp_host="127.0.0.1", smtp_port=port)
+    await publish(producer, dispatch_settings, refused, empty)
+
+    letters = await dlq.wait_for(lambda d: len(d) >= 2, "two dead letters")
+    errors = {letter["original"]["action_id"]: letter for letter in letters}
+    assert errors[refused.action_id]["attempts"] == 1
+    assert "550" in errors[refused.action_id]["error"]
+    assert "renders empty" in errors[empty.action_id]["error"]
+    assert mailbox.messages == []
+
+
+async def test_the_kafka_channel_produces_the_rendered_payload_to_its_topic(
+    dispatch_settings: Settings,
+    start_dispatcher: StartDispatcher,
+    producer: AIOKafkaProducer,
+    read_topic: Reader,
+) -> None:
+    topic = f"{dispatch_settings.namespace}.crm-loyalty"
+    admin = AIOKafkaAdminClient(bootstrap_servers=dispatch_settings.require("kafka_bootstrap"))
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, 1, replication_factor=1)])
+    finally:
+        await admin.close()
+    action = make_action(
+        {
+            "channel": "kafka",
+            "topic": topic,
+            "payload": {"tier": "{{ customer.traits.tier }}", "n": 2},
+        },
+        traits={"tier": "gold"},
+    )
+    out = await read_topic(topic)
+    await start_dispatcher()
+    await publish(producer, dispatch_settings, action)
+
+    [record] = await out.wait_for(lambda values: len(values) >= 1, "the kafka record")
+    assert record == {
+        "id": action.action_id,
+        "rule": "thank-you",
+        "customer_id": "ada",
+        "created_at": action.created_at,
+        "payload": {"tier": "gold", "n": 2},
+    }
+    assert out.raw[0][0] == b"ada"
+
+
+async def test_the_log_channel_writes_one_structured_line(
+    dispatch_settings: Settings,
+    start_dispatcher: StartDispatcher,
+    producer: AIOKafkaProducer,
+    read_topic: Reader,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="services.orchestrator.dispatcher.log_channel")
+    action = make_action({"channel": "log", "message": "{{ customer.traits.name }} bought again"})
+    history = await read_topic(Topics(dispatch_settings.namespace).history)
+    await start_dispatcher()
+    await publish(producer, dispatch_settings, action)
+
+    await history.wait_for(lambda h: len(action_records(h, action.action_id)) >= 1, "a record")
+    [line] = [r for r in caplog.records if getattr(r, "action_id", None) == action.action_id]
+    fields: dict[str, Any] = vars(line)
+    assert fields["action_message"] == "Ada bought again"
+    assert (fields["rule"], fields["customer_id"]) == ("thank-you", "ada")
