@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import TypeVar
 
-import httpx
+import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
@@ -141,7 +141,7 @@ class Dispatcher:
         # freely (their records are replayed).
         self._delivering: set[asyncio.Task[None]] = set()
         self._consumer: AIOKafkaConsumer | None = None
-        self._http: httpx.AsyncClient | None = None
+        self._http: aiohttp.ClientSession | None = None
         self._channels: dict[str, Channel] = {}
         self._task: asyncio.Task[None] | None = None
         self._failure: BaseException | None = None
@@ -161,11 +161,10 @@ class Dispatcher:
         if self._task is not None:
             return
         settings = self._settings
-        self._http = httpx.AsyncClient(
-            timeout=settings.webhook_timeout_s,
-            follow_redirects=False,
-            limits=httpx.Limits(max_connections=settings.dispatch_max_concurrency),
-            headers={"user-agent": USER_AGENT},
+        self._http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=settings.dispatch_max_concurrency),
+            headers={"User-Agent": USER_AGENT},
+            timeout=aiohttp.ClientTimeout(total=settings.webhook_timeout_s),
         )
         self._channels = {
             "webhook": WebhookChannel(
@@ -191,7 +190,7 @@ class Dispatcher:
         try:
             await consumer.start()
         except BaseException:
-            await self._http.aclose()
+            await self._http.close()
             self._http = None
             raise
         consumer.subscribe([self._topics.actions], listener=_HandOverOnRevoke(self))
@@ -216,7 +215,7 @@ class Dispatcher:
             await consumer.stop()
         http, self._http = self._http, None
         if http is not None:
-            await http.aclose()
+            await http.close()
         log.info("dispatcher stopped")
 
     async def __aenter__(self) -> Dispatcher:
