@@ -137,10 +137,10 @@ async def _post(host: str, port: int, batch: list[dict[str, object]]) -> None:
         writer.close()
 
 
-def _spawn(name: str, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+def _spawn(name: str, env: dict[str, str], log_path: Path, *args: str) -> subprocess.Popen[bytes]:
     with log_path.open("ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "services.cli", name],
+            [sys.executable, "-m", "services.cli", name, *args],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -186,10 +186,26 @@ async def run(settings: Settings, rate: int = 1000, seconds: float = 20.0) -> Re
     receiver = asyncio.create_task(server.serve())
     env = os.environ | settings.as_env()
     log_path = Path(tempfile.gettempdir()) / "safar-bench-latency.log"
-    procs = [_spawn(name, env, log_path) for name in ("orchestrator", "ingest")]
+    # One process per orchestrator loop, as deployed for latency: the events loop never
+    # waits behind deliveries or timers on a shared event loop.
+    ports = {role: free_port() for role in ("timers", "dispatcher")}
+    procs = [
+        _spawn("ingest", env, log_path),
+        _spawn("orchestrator", env, log_path, "--role", "events"),
+        *(
+            _spawn(
+                "orchestrator",
+                env | {"SAFAR_ORCHESTRATOR_PORT": str(port)},
+                log_path,
+                "--role",
+                role,
+            )
+            for role, port in ports.items()
+        ),
+    ]
     try:
         async with httpx.AsyncClient() as client:
-            for port in (settings.orchestrator_port, settings.ingest_port):
+            for port in (settings.orchestrator_port, settings.ingest_port, *ports.values()):
                 deadline = time.monotonic() + 60
                 while True:
                     try:

@@ -52,7 +52,7 @@ async def _run_events(app: FastAPI, worker: EventConsumer, feed: ConfigFeed) -> 
         log.info("waiting for a configuration on %s (is the api running?)", app.state.topics.config)
         await feed.ready.wait()
     worker.subscribe()
-    app.state.consuming = True
+    app.state.worker = worker
     await worker.run()
 
 
@@ -131,7 +131,9 @@ def _checks(request: Request) -> Mapping[str, ReadinessCheck]:
         return bool(state.feed.ready.is_set())
 
     async def consuming() -> bool:
-        return bool(state.consuming)
+        # Ready once the group has handed this process its partitions, not merely joined.
+        worker = getattr(state, "worker", None)
+        return bool(state.consuming or (worker is not None and worker.assigned))
 
     async def dispatching() -> bool:
         return bool(state.dispatcher.ready)

@@ -107,6 +107,11 @@ class EventConsumer:
         self._lock = asyncio.Lock()
         self.records_done = 0  # records handled and committed by this process
 
+    @property
+    def assigned(self) -> bool:
+        """True once the consumer group has given this process partitions."""
+        return bool(self._consumer.assignment())
+
     def subscribe(self) -> None:
         self._consumer.subscribe(
             [self._topics.events], listener=_FinishBatchBeforeRevoke(self._lock)

@@ -148,8 +148,9 @@ class Dispatcher:
 
     @property
     def ready(self) -> bool:
-        """Started, and its loops are running."""
-        return self._task is not None and not self._task.done()
+        """Running, and the consumer group has handed it partitions."""
+        running = self._task is not None and not self._task.done()
+        return running and self._consumer is not None and bool(self._consumer.assignment())
 
     @property
     def task(self) -> asyncio.Task[None]:
