@@ -141,3 +141,35 @@ async def test_five_thousand_waits_survive_sigkill_and_fire_exactly_once(
     # since the kill came before any wait was due.
     assert duplicates == 0, f"{duplicates} duplicate actions"
     assert caught_up < 15, f"overdue waits took {caught_up:.1f}s after restart"
+
+
+async def test_two_timer_loops_fire_each_wait_once(
+    settings: Settings, service: Callable[..., ServiceProcess]
+) -> None:
+    await publish_config(settings, {"journeys": [PURCHASE], "rules": [abandoned_cart("3s", "0s")]})
+    events = await service("orchestrator", "--role", "events").start()
+    timers = [
+        await service(
+            "orchestrator",
+            "--role",
+            "timers",
+            settings_=settings.model_copy(update={"orchestrator_port": port}),
+        ).start()
+        for port in (settings.api_port, settings.ingest_port)
+    ]
+    carts = [(f"t{i % 300}", f"cart-{i}") for i in range(2000)]
+    t0 = time.time()
+    await produce_events(
+        settings,
+        [
+            event(c, "Product Added", at=t0 + (i % 20) / 10, cart_id=k)
+            for i, (c, k) in enumerate(carts)
+        ],
+    )
+    async with TopicReader(settings, Topics(settings.namespace).actions) as reader:
+        values = await reader.until(lambda v: len(nudged(v)) == 2000, timeout=60, what="nudges")
+    assert set(nudged(values)) == set(carts)
+    assert len(values) == 2000, f"{len(values) - 2000} waits fired twice"
+    fired = [metric_value(await _metrics(t), "safar_wait_lateness_seconds_count") for t in timers]
+    assert sum(fired) == 2000 and all(n > 0 for n in fired), fired
+    assert events.proc is not None and events.proc.poll() is None
