@@ -11,7 +11,7 @@ from bench import ingest_throughput, latency, orchestrator_throughput, profile_m
 from bench.harness import embedded_stack, median
 
 app = typer.Typer(help="Benchmarks: each measures Safar against a baseline in the same run.")
-console = Console()
+console = Console(width=200)  # markdown rows, never wrapped
 
 
 @app.callback()

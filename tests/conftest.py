@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -26,8 +26,7 @@ def stack_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackUrls]:
         stack.stop()
 
 
-@pytest.fixture
-async def settings(stack_urls: StackUrls) -> AsyncIterator[Settings]:
+async def isolated_settings(stack_urls: StackUrls, events_partitions: int = 4) -> Settings:
     """Settings with their own topics, Redis keys, consumer groups and database."""
     namespace = f"t{secrets.token_hex(4)}"
     assert stack_urls.database_url is not None
@@ -42,13 +41,19 @@ async def settings(stack_urls: StackUrls) -> AsyncIterator[Settings]:
         redis_url=stack_urls.redis_url,
         database_url=stack_urls.database_url.rsplit("/", 1)[0] + f"/{namespace}",
         namespace=namespace,
-        events_partitions=4,
+        events_partitions=events_partitions,
         api_port=free_port(),
         ingest_port=free_port(),
         orchestrator_port=free_port(),
     )
     await ensure_topics(result)
-    yield result
+    return result
+
+
+@pytest.fixture
+async def settings(stack_urls: StackUrls) -> Settings:
+    """A fresh namespace and database per test."""
+    return await isolated_settings(stack_urls)
 
 
 class Credentials:

@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 from aiokafka import TopicPartition
@@ -26,10 +25,11 @@ from services.api.config.publisher import record_change
 from services.api.db.base import make_engine
 from services.api.journeys.service import save_journey
 from shared.definitions import ConfigSnapshot
-from shared.embedded import StackUrls, free_port
-from shared.kafka import ensure_topics, make_consumer
+from shared.embedded import StackUrls
+from shared.kafka import make_consumer
 from shared.settings import Settings
 from shared.topics import Topics
+from tests.conftest import isolated_settings
 
 ADMIN_NAME = "development admin"  # what services.api.bootstrap names the dev admin key
 
@@ -82,26 +82,7 @@ async def config_snapshots(settings: Settings) -> list[ConfigSnapshot]:
 @pytest.fixture(scope="package")
 async def package_settings(stack_urls: StackUrls) -> Settings:
     """Like ``settings``, but one namespace and database for the whole package."""
-    namespace = f"t{secrets.token_hex(4)}"
-    assert stack_urls.database_url is not None
-    admin_dsn = stack_urls.database_url.replace("postgresql+asyncpg", "postgresql")
-    connection = await asyncpg.connect(admin_dsn)
-    try:
-        await connection.execute(f'CREATE DATABASE "{namespace}"')
-    finally:
-        await connection.close()
-    result = Settings(
-        kafka_bootstrap=stack_urls.kafka_bootstrap,
-        redis_url=stack_urls.redis_url,
-        database_url=stack_urls.database_url.rsplit("/", 1)[0] + f"/{namespace}",
-        namespace=namespace,
-        events_partitions=1,
-        api_port=free_port(),
-        ingest_port=free_port(),
-        orchestrator_port=free_port(),
-    )
-    await ensure_topics(result)
-    return result
+    return await isolated_settings(stack_urls, events_partitions=1)
 
 
 @pytest.fixture(scope="package")
