@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
 from shared.definitions import ConfigSnapshot
-from shared.kafka import make_consumer, make_producer
+from shared.kafka import make_consumer, make_producer, stop_consumer
 from shared.settings import Settings
 from shared.topics import Topics
 
@@ -47,9 +47,7 @@ class ConfigFeed:
             self._task = None
         if self._consumer is not None:
             consumer, self._consumer = self._consumer, None
-            # aiokafka's stop can surface the cancelled fetch of an unreachable broker.
-            with contextlib.suppress(asyncio.CancelledError):
-                await consumer.stop()
+            await stop_consumer(consumer)
 
     async def __aenter__(self) -> ConfigFeed:
         await self.start()

@@ -102,6 +102,9 @@ class Child:
                 stdin=subprocess.DEVNULL,
                 user=self.user,
                 preexec_fn=die_with_parent,
+                # Out of the terminal's process group: Ctrl-C reaches the supervisor, which
+                # stops the services first and the servers they need last.
+                start_new_session=True,
             )
         _wait_for_port(host, self.port, time.monotonic() + timeout, self.proc)
         if self.proc.poll() is not None:

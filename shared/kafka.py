@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -60,3 +62,10 @@ async def ensure_topics(settings: Settings) -> None:
             log.info("created topics %s", ", ".join(t.name for t in wanted))
     finally:
         await admin.close()
+
+
+async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
+    """Stop a consumer at shutdown; aiokafka surfaces the cancelled fetch of a broker that
+    is already gone as CancelledError, which must not fail the shutdown."""
+    with contextlib.suppress(asyncio.CancelledError):
+        await consumer.stop()

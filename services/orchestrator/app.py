@@ -22,7 +22,7 @@ from services.orchestrator.wait_index import WaitIndex
 from shared.config_feed import ConfigFeed
 from shared.customer_keys import CustomerKeys
 from shared.http import ReadinessCheck, add_health_routes, install_error_handlers
-from shared.kafka import make_consumer, make_producer
+from shared.kafka import make_consumer, make_producer, stop_consumer
 from shared.settings import Settings
 from shared.topics import Topics
 
@@ -86,7 +86,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 fetch_max_wait_ms=20,
             )
             await consumer.start()
-            stack.push_async_callback(consumer.stop)
+            stack.push_async_callback(stop_consumer, consumer)
             worker = EventConsumer(settings, consumer, producer, store, waits, active)
             tasks.append(asyncio.create_task(_run_events(app, worker, feed), name="events-loop"))
         else:

@@ -23,7 +23,7 @@ from services.api import metrics
 from services.api.history.records import RecordDecodeError, decode_record
 from services.api.history.service import BatchResult, Received, record_batch
 from shared.dead_letters import dead_letter
-from shared.kafka import make_consumer
+from shared.kafka import make_consumer, stop_consumer
 from shared.settings import Settings
 from shared.topics import Topics
 
@@ -106,7 +106,7 @@ class HistoryRecorder:
             await asyncio.gather(task, return_exceptions=True)
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
-            await consumer.stop()
+            await stop_consumer(consumer)
         metrics.RECORDER_RUNNING.set(0)
 
     async def __aenter__(self) -> HistoryRecorder:

@@ -45,7 +45,7 @@ from services.orchestrator.dispatcher.webhook import USER_AGENT, WebhookChannel
 from shared.actions import ActionDecodeError, ActionRecord
 from shared.dead_letters import dead_letter
 from shared.events import format_time
-from shared.kafka import make_consumer
+from shared.kafka import make_consumer, stop_consumer
 from shared.settings import Settings
 from shared.templates import TemplateRenderer, TemplateRenderError, template_context
 from shared.topics import Topics
@@ -213,7 +213,7 @@ class Dispatcher:
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             await self._commit(consumer)
-            await consumer.stop()
+            await stop_consumer(consumer)
         http, self._http = self._http, None
         if http is not None:
             await http.close()
