@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cel
 
@@ -65,6 +66,7 @@ class CompiledRule:
     wait_key: cel.Program | None
     unless_match: cel.Program | None
     goal_match: cel.Program | None
+    action_spec: dict[str, Any]  # the action as JSON, dumped once per version (read-only)
 
     @property
     def key(self) -> str:
@@ -88,6 +90,7 @@ class CompiledRule:
                 wait.unless.match if wait and wait.unless else None, f"{where}.wait.unless.match"
             ),
             goal_match=_optional(goal.match if goal else None, f"{where}.goal.match"),
+            action_spec=rule.action.model_dump(mode="json", by_alias=True, exclude_none=True),
         )
 
 

@@ -21,14 +21,13 @@ def build_action(
     trigger_received_at: str | None,
     now: datetime,
 ) -> ActionRecord:
-    spec = rule.definition.action
     return ActionRecord(
         action_id=aid,
         rule=rule.key,
         rule_version=rule.version,
         customer_id=profile.id,
-        channel=spec.channel,
-        spec=spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+        channel=rule.definition.action.channel,
+        spec=rule.action_spec,
         customer=profile.view(),
         trigger=trigger,
         created_at=format_time(now),
