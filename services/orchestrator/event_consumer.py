@@ -189,12 +189,8 @@ class EventConsumer:
             stored = await self._store.load_many([*pending, *sorted(sources - set(pending))])
             results = []
             for cid in pending:
-                result = _CustomerResult(
-                    stored[cid].profile or Profile(id=cid),
-                    stored[cid].version,
-                    timers_before=set(),
-                )
-                result.timers_before = timer_entries(result.profile)
+                profile = stored[cid].profile or Profile(id=cid)
+                result = _CustomerResult(profile, stored[cid].version, timer_entries(profile))
                 self._process_customer(result, by_customer[cid], stored, config, now)
                 results.append(result)
             await self._publish(results)

@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import pytest
 
 from shared.settings import Settings
@@ -96,8 +97,6 @@ async def test_the_purchase_cancels_the_nudge_and_late_purchases_count_within_gr
 
 
 async def _metrics(process: ServiceProcess) -> str:
-    import httpx
-
     async with httpx.AsyncClient() as client:
         return (await client.get(f"{process.url}/metrics")).text
 
