@@ -1,10 +1,12 @@
-"""``python -m bench``: Safar's performance targets (DESIGN §9), measured side by side."""
+"""``python -m bench``: Safar's performance targets (DESIGN §9), measured side by side.
+
+Each benchmark runs on uvloop, the event loop the services run on (``safar`` commands).
+"""
 
 from __future__ import annotations
 
-import asyncio
-
 import typer
+import uvloop
 from rich.console import Console
 
 from bench import ingest_throughput, latency, orchestrator_throughput, profile_memory
@@ -23,7 +25,7 @@ def main() -> None:
 def orchestrator(events: int = 60_000, customers: int = 5_000, rounds: int = 3) -> None:
     """Events loop vs aiokafka getmany + one pipelined Redis write per event."""
     with embedded_stack() as settings:
-        result = asyncio.run(orchestrator_throughput.run(settings, events, customers, rounds))
+        result = uvloop.run(orchestrator_throughput.run(settings, events, customers, rounds))
     console.print(
         f"| orchestrator, demo config | raw limit {median(result.raw):,.0f} ev/s | "
         f"safar {median(result.safar):,.0f} ev/s | ratio {result.ratio:.0%} (target >= 60%) |"
@@ -34,7 +36,7 @@ def orchestrator(events: int = 60_000, customers: int = 5_000, rounds: int = 3) 
 def ingest(seconds: float = 5.0, rounds: int = 2) -> None:
     """Batch route events/s; single-event route vs a bare FastAPI endpoint."""
     with embedded_stack() as settings:
-        result = asyncio.run(ingest_throughput.run(settings, seconds, rounds))
+        result = uvloop.run(ingest_throughput.run(settings, seconds, rounds))
     ratio = median(result.single) / median(result.bare)
     console.print(
         f"| ingest batch route, one worker | {result.batch_events_per_s:,.0f} events/s | "
@@ -50,7 +52,7 @@ def ingest(seconds: float = 5.0, rounds: int = 2) -> None:
 def latency_command(rate: int = 1000, seconds: float = 20.0) -> None:
     """At a steady rate: event -> action delivered, wait lateness, cancel latency."""
     with embedded_stack() as settings:
-        result = asyncio.run(latency.run(settings, rate, seconds))
+        result = uvloop.run(latency.run(settings, rate, seconds))
     console.print(f"{result.sent:,} events in {result.seconds:.0f}s")
     for row in latency.summary(result):
         console.print(row)
@@ -60,7 +62,7 @@ def latency_command(rate: int = 1000, seconds: float = 20.0) -> None:
 def memory(customers: int = 10_000, events_each: int = 8) -> None:
     """Redis memory per customer profile (demo journey, no pending waits)."""
     with embedded_stack() as settings:
-        per_profile = asyncio.run(profile_memory.run(settings, customers, events_each))
+        per_profile = uvloop.run(profile_memory.run(settings, customers, events_each))
     console.print(
         f"| Redis memory per profile ({customers:,} customers, {events_each} events each) | "
         f"{per_profile:,.0f} bytes | target <= 1,536 bytes |"

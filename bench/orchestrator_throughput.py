@@ -21,6 +21,7 @@ from services.orchestrator.profile_store import ProfileStore
 from services.orchestrator.wait_index import WaitIndex
 from shared.customer_keys import CustomerKeys
 from shared.kafka import ensure_topics, make_consumer, make_producer
+from shared.runtime import tune_gc
 from shared.settings import Settings
 from shared.topics import Topics
 
@@ -133,6 +134,7 @@ async def run(
     await ensure_topics(settings)
     with console.status(f"producing {count:,} demo events for {customers:,} customers..."):
         await _produce(settings, count, customers)
+    tune_gc()  # as `safar orchestrator` does once started; both loops run with it
     result = Result([], [])
     for round_ in range(1, rounds + 1):
         with console.status(f"round {round_}/{rounds}: raw limit..."):

@@ -23,6 +23,7 @@ from shared.config_feed import ConfigFeed
 from shared.customer_keys import CustomerKeys
 from shared.http import ReadinessCheck, add_health_routes, install_error_handlers
 from shared.kafka import make_consumer, make_producer, stop_consumer
+from shared.runtime import tune_gc
 from shared.settings import Settings
 from shared.topics import Topics
 
@@ -100,6 +101,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             app.state.dispatcher = dispatcher
             tasks.append(dispatcher.task)
         _stop_process_on_failure(app)
+        tune_gc()
         for task in tasks:
             task.add_done_callback(app.state.on_loop_done)
         try:

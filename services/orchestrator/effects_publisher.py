@@ -8,6 +8,7 @@ never lose one.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Awaitable, Iterable
 
 from aiokafka import AIOKafkaProducer
@@ -39,6 +40,7 @@ class EffectsPublisher:
         self._producer = producer
         self._topics = topics
         self._records: dict[str, list[tuple[bytes, bytes]]] = {}
+        self._decisions: Counter[tuple[str, str]] = Counter()  # counted once Kafka has them
 
     async def add(
         self,
@@ -101,7 +103,7 @@ class EffectsPublisher:
                     at=at,
                 ),
             )
-            metrics.RULE_OUTCOMES.labels(outcome.rule, outcome.outcome).inc()
+            self._decisions[outcome.rule, outcome.outcome] += 1
         for conversion in effects.conversions:
             await self._send(
                 history,
@@ -133,8 +135,12 @@ class EffectsPublisher:
         for topic, items in records.items():
             partitions = sorted(await self._producer.partitions_for(topic))
             batches: dict[int, BatchBuilder] = {}
+            # murmur2 is pure Python: hash each customer once, not once per record.
+            chosen: dict[bytes, int] = {}
             for key, value in items:
-                partition = _PARTITIONER(key, partitions, partitions)
+                partition = chosen.get(key)
+                if partition is None:
+                    partition = chosen[key] = _PARTITIONER(key, partitions, partitions)
                 batch = batches.get(partition)
                 if batch is None:
                     batch = batches[partition] = self._producer.create_batch()
@@ -146,3 +152,6 @@ class EffectsPublisher:
                 acks.append(await self._producer.send_batch(batch, topic, partition=partition))
         if acks:
             await asyncio.gather(*acks)
+        decisions, self._decisions = self._decisions, Counter()
+        for (rule, outcome), n in decisions.items():
+            metrics.RULE_OUTCOMES.labels(rule, outcome).inc(n)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections import Counter
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -195,9 +196,7 @@ class EventConsumer:
                 results.append(result)
             await self._publish(results)
             lost = await self._store_results([r for r in results if r.changed])
-            for result in results:
-                if result.profile.id not in lost:
-                    self._count(result)
+            self._count(r for r in results if r.profile.id not in lost)
             if lost:
                 log.info("%d profiles changed under us; reprocessing them", len(lost))
             pending = sorted(lost)
@@ -283,27 +282,32 @@ class EventConsumer:
         metrics.DLQ.labels(kind="event").inc()
         metrics.EVENTS_PROCESSED.labels(outcome="dead_lettered").inc()
 
-    def _count(self, result: _CustomerResult) -> None:
-        """Metrics of a stored result; lags are measured now, after the profile is written."""
-        for outcome in result.outcomes:
-            if not outcome.applied:
-                metrics.EVENTS_PROCESSED.labels(outcome="duplicate").inc()
-                continue
-            metrics.EVENTS_PROCESSED.labels(outcome="applied").inc()
-            lag = max(
-                (datetime.now(UTC) - parse_time(outcome.event.received_at)).total_seconds(), 0.0
-            )
-            metrics.EVENT_LAG.observe(lag)
-            for decided in outcome.effects.rule_outcomes:
-                if decided.outcome == "cancelled":
-                    metrics.WAIT_CANCEL_LATENCY.observe(lag)
-            for move in outcome.transitions:
-                metrics.STAGE_TRANSITIONS.labels(
-                    move.journey, move.from_stage or "", move.to_stage
-                ).inc()
-                metrics.CUSTOMERS_IN_STAGE.labels(move.journey, move.to_stage).inc()
-                if move.from_stage:
-                    metrics.CUSTOMERS_IN_STAGE.labels(move.journey, move.from_stage).dec()
+    def _count(self, results: Iterable[_CustomerResult]) -> None:
+        """Metrics of stored results, added up per label set before they reach the metrics;
+        lags are measured now, after the profiles are written."""
+        events: Counter[str] = Counter()
+        moves: Counter[tuple[str, str, str]] = Counter()
+        now = datetime.now(UTC)
+        for result in results:
+            for outcome in result.outcomes:
+                if not outcome.applied:
+                    events["duplicate"] += 1
+                    continue
+                events["applied"] += 1
+                lag = max((now - parse_time(outcome.event.received_at)).total_seconds(), 0.0)
+                metrics.EVENT_LAG.observe(lag)
+                for decided in outcome.effects.rule_outcomes:
+                    if decided.outcome == "cancelled":
+                        metrics.WAIT_CANCEL_LATENCY.observe(lag)
+                for move in outcome.transitions:
+                    moves[move.journey, move.from_stage or "", move.to_stage] += 1
+        for outcome_label, n in events.items():
+            metrics.EVENTS_PROCESSED.labels(outcome=outcome_label).inc(n)
+        for (journey, from_stage, to_stage), n in moves.items():
+            metrics.STAGE_TRANSITIONS.labels(journey, from_stage, to_stage).inc(n)
+            metrics.CUSTOMERS_IN_STAGE.labels(journey, to_stage).inc(n)
+            if from_stage:
+                metrics.CUSTOMERS_IN_STAGE.labels(journey, from_stage).dec(n)
 
     def _observe_lag(self, batch: Batch) -> None:
         for tp in batch:

@@ -38,7 +38,7 @@ WAITS_PENDING = Gauge("safar_waits_pending", "Waits scheduled and not yet fired 
 WAIT_CANCEL_LATENCY = Histogram(
     "safar_wait_cancel_seconds",
     "Time from ingest receiving an `unless` event to the wait it cancels being removed",
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.5, 1, 2.5, 5),
 )
 WAIT_LATENESS = Histogram(
     "safar_wait_lateness_seconds",

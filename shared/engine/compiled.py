@@ -1,4 +1,4 @@
-"""A configuration snapshot compiled once per version: CEL programs ready to run, rules
+"""A configuration snapshot compiled once per version: expressions ready to run, rules
 indexed by what triggers them so an event evaluates only the rules that name it."""
 
 from __future__ import annotations
@@ -7,34 +7,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import cel
-
 from shared.definitions import ConfigSnapshot, Journey, Rule
-from shared.engine.expression_context import ContextShape
-from shared.expressions import compile_expression
+from shared.engine.expression_context import ContextShape, Expression
 
 
-@dataclass(frozen=True, slots=True)
-class Condition:
-    """A compiled CEL condition; the literal ``true`` skips evaluation entirely."""
-
-    source: str
-    program: cel.Program | None
-
-    @classmethod
-    def compile(cls, source: str, field: str) -> Condition:
-        constant = source.strip() == "true"
-        return cls(source, None if constant else compile_expression(source, field))
-
-
-def _optional(source: str | None, field: str) -> cel.Program | None:
-    return None if source is None else compile_expression(source, field)
+def _optional(source: str | None, field: str) -> Expression | None:
+    return None if source is None else Expression.compile(source, field)
 
 
 @dataclass(frozen=True, slots=True)
 class CompiledStage:
     key: str
-    condition: Condition
+    condition: Expression
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +31,7 @@ class CompiledJourney:
     @classmethod
     def compile(cls, journey: Journey) -> CompiledJourney:
         stages = tuple(
-            CompiledStage(s.key, Condition.compile(s.when, f"journeys.{journey.key}.stages.{i}"))
+            CompiledStage(s.key, Expression.compile(s.when, f"journeys.{journey.key}.stages.{i}"))
             for i, s in enumerate(journey.stages)
         )
         return cls(
@@ -62,10 +46,10 @@ class CompiledJourney:
 class CompiledRule:
     definition: Rule
     version: int
-    condition: cel.Program | None
-    wait_key: cel.Program | None
-    unless_match: cel.Program | None
-    goal_match: cel.Program | None
+    condition: Expression | None
+    wait_key: Expression | None
+    unless_match: Expression | None
+    goal_match: Expression | None
     action_spec: dict[str, Any]  # the action as JSON, dumped once per version (read-only)
 
     @property
@@ -73,9 +57,9 @@ class CompiledRule:
         return self.definition.key
 
     @property
-    def programs(self) -> list[cel.Program]:
+    def expressions(self) -> list[Expression]:
         found = (self.condition, self.wait_key, self.unless_match, self.goal_match)
-        return [p for p in found if p is not None]
+        return [e for e in found if e is not None]
 
     @classmethod
     def compile(cls, rule: Rule, version: int) -> CompiledRule:
@@ -147,6 +131,6 @@ class CompiledConfig:
             ),
             shape=ContextShape.of(
                 [s.condition.source for j in journeys for s in j.stages]
-                + [p.source for r in rules.values() for p in r.programs]
+                + [e.source for r in rules.values() for e in r.expressions]
             ),
         )

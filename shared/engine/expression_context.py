@@ -1,5 +1,4 @@
-"""What CEL sees while one event is processed: ``event``, ``customer``, ``trigger``, ``now``
-and the helpers ``count(name)`` and ``days_since(name)``."""
+"""What expressions see while one event is processed, and how they are evaluated."""
 
 from __future__ import annotations
 
@@ -11,7 +10,9 @@ from typing import Any
 
 import cel
 
+from shared.engine.native import Native, compile_native
 from shared.events import Event
+from shared.expressions import compile_expression
 from shared.profile import Profile
 
 NEVER_DAYS = 100_000  # days_since() of something the customer never did
@@ -74,45 +75,86 @@ class ContextShape:
 EVERYTHING = ContextShape({"event": None, "customer": None, "trigger": None})
 
 
-def make_context(
-    event: dict[str, Any] | None,
-    profile: Profile,
-    now: datetime,
-    trigger: dict[str, Any] | None = None,
-    shape: ContextShape = EVERYTHING,
-) -> cel.Context:
-    """One context per evaluation site; compiled programs then run in microseconds."""
-    now_s = now.timestamp()
+class Scope:
+    """What expressions see at one evaluation site: ``event``, ``customer``, ``trigger``,
+    ``now``, ``count(name)`` and ``days_since(name)``.
 
-    def count(name: str) -> int:
-        return profile.counts.get(name, 0)
+    The CEL context is built on first use only: expressions of the native subset read the
+    event and the profile directly, and most stage conditions are of that subset.
+    """
 
-    def days_since(name: str) -> int:
-        last = profile.last_at.get(name)
-        return NEVER_DAYS if last is None else int((now_s - last) // 86400)
+    __slots__ = ("_context", "_now_s", "event", "now", "profile", "shape", "trigger")
 
-    variables: dict[str, Any] = {"event": shape.cut("event", event), "now": now}
-    if shape.fields["customer"] != frozenset():
-        variables["customer"] = shape.cut("customer", profile.view())
-    if trigger is not None:
-        variables["trigger"] = shape.cut("trigger", trigger)
-    return cel.Context(variables=variables, functions={"count": count, "days_since": days_since})
+    def __init__(
+        self,
+        event: dict[str, Any],
+        profile: Profile,
+        now: datetime,
+        trigger: dict[str, Any] | None = None,
+        shape: ContextShape = EVERYTHING,
+    ) -> None:
+        self.event = event
+        self.profile = profile
+        self.now = now
+        self.trigger = trigger
+        self.shape = shape
+        self._now_s = now.timestamp()
+        self._context: cel.Context | None = None
+
+    def count(self, name: str) -> int:
+        return self.profile.counts.get(name, 0)
+
+    def days_since(self, name: str) -> int:
+        last = self.profile.last_at.get(name)
+        return NEVER_DAYS if last is None else int((self._now_s - last) // 86400)
+
+    @property
+    def context(self) -> cel.Context:
+        """One CEL context per scope; compiled programs then run in microseconds."""
+        if self._context is None:
+            shape = self.shape
+            variables: dict[str, Any] = {"event": shape.cut("event", self.event), "now": self.now}
+            if shape.fields["customer"] != frozenset():
+                variables["customer"] = shape.cut("customer", self.profile.view())
+            if self.trigger is not None:
+                variables["trigger"] = shape.cut("trigger", self.trigger)
+            self._context = cel.Context(
+                variables=variables,
+                functions={"count": self.count, "days_since": self.days_since},
+            )
+        return self._context
 
 
-def holds(program: cel.Program | None, context: cel.Context) -> bool:
+@dataclass(frozen=True, slots=True)
+class Expression:
+    """A compiled expression: its CEL program, and a native function when it has one."""
+
+    source: str
+    program: cel.Program
+    native: Native | None
+
+    @classmethod
+    def compile(cls, source: str, field: str) -> Expression:
+        """Raises :class:`~shared.expressions.ExpressionError` naming ``field``."""
+        return cls(source, compile_expression(source, field), compile_native(source))
+
+
+def holds(expression: Expression | None, scope: Scope) -> bool:
     """Evaluate a stage condition; a missing key or a type error counts as false."""
-    if program is None:
+    if expression is None:
         return True
     try:
-        return program.execute(context) is True
-    except (KeyError, RuntimeError, TypeError, ValueError):
+        return evaluate(expression, scope) is True
+    except ExpressionFailed:
         return False
 
 
-def evaluate(program: cel.Program, context: cel.Context) -> Any:
+def evaluate(expression: Expression, scope: Scope) -> Any:
     """Evaluate a rule expression; failures become :class:`ExpressionFailed`."""
+    if expression.native is not None:
+        return expression.native(scope)
     try:
-        return program.execute(context)
+        return expression.program.execute(scope.context)
     except (KeyError, RuntimeError, TypeError, ValueError) as exc:
         reason = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
         raise ExpressionFailed(reason) from None

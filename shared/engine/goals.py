@@ -7,7 +7,7 @@ from typing import Any
 
 from shared.engine.compiled import CompiledConfig
 from shared.engine.effects import Conversion, Effects, RuleOutcome
-from shared.engine.expression_context import ExpressionFailed, evaluate, make_context
+from shared.engine.expression_context import ExpressionFailed, Scope, evaluate
 from shared.events import Event
 from shared.profile import Profile
 
@@ -33,9 +33,9 @@ def record_conversions(
             continue
         rule = config.rules.get(goal.rule)
         if rule is not None and rule.goal_match is not None:
-            context = make_context(event_view, profile, now, goal.trigger, config.shape)
+            scope = Scope(event_view, profile, now, goal.trigger, config.shape)
             try:
-                matched = evaluate(rule.goal_match, context) is True
+                matched = evaluate(rule.goal_match, scope) is True
             except ExpressionFailed as exc:
                 effects.rule_outcomes.append(
                     RuleOutcome(

@@ -11,7 +11,7 @@ from datetime import datetime
 
 from shared.engine.compiled import CompiledConfig
 from shared.engine.effects import Effects
-from shared.engine.expression_context import event_view, make_context
+from shared.engine.expression_context import Scope, event_view
 from shared.engine.goals import record_conversions
 from shared.engine.profile import already_applied, apply_event
 from shared.engine.rules import apply_rule, triggered_rules
@@ -49,8 +49,8 @@ def process_event(
         return Outcome(profile, event, applied=False)
     apply_event(profile, event, partition, offset, dedupe_window)
     view = event_view(event)
-    context = make_context(view, profile, now, shape=config.shape)
-    transitions = move_stages(profile, config.journeys, context, event.timestamp)
+    scope = Scope(view, profile, now, shape=config.shape)
+    transitions = move_stages(profile, config.journeys, scope, event.timestamp)
     effects = Effects()
     cancel_waits(profile, event, view, config, now, effects)
     if config.goal_events and event.name in config.goal_events:
@@ -59,7 +59,7 @@ def process_event(
     if rules:
         if transitions and config.shape.fields["customer"] != frozenset():
             # Rules see the stages just entered.
-            context = make_context(view, profile, now, shape=config.shape)
+            scope = Scope(view, profile, now, shape=config.shape)
         for rule in rules:
-            apply_rule(profile, rule, event, view, context, now, effects)
+            apply_rule(profile, rule, event, view, scope, now, effects)
     return Outcome(profile, event, applied=True, transitions=transitions, effects=effects)

@@ -5,11 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import cel
-
 from shared.engine.compiled import CompiledConfig, CompiledRule
 from shared.engine.effects import Effects, RuleOutcome
-from shared.engine.expression_context import ExpressionFailed, evaluate
+from shared.engine.expression_context import ExpressionFailed, Scope, evaluate
 from shared.engine.firing import decide_send
 from shared.engine.stage_machine import Transition
 from shared.engine.waits import schedule_wait
@@ -33,14 +31,14 @@ def apply_rule(
     rule: CompiledRule,
     event: Event,
     event_view: dict[str, Any],
-    context: cel.Context,
+    scope: Scope,
     now: datetime,
     effects: Effects,
 ) -> None:
     """Condition, then a wait or an immediate send."""
     if rule.condition is not None:
         try:
-            if evaluate(rule.condition, context) is not True:
+            if evaluate(rule.condition, scope) is not True:
                 return
         except ExpressionFailed as exc:
             effects.rule_outcomes.append(
@@ -49,7 +47,7 @@ def apply_rule(
             return
     effects.rule_outcomes.append(RuleOutcome(rule.key, rule.version, "triggered", event.message_id))
     if rule.definition.wait is not None:
-        schedule_wait(profile, rule, event, event_view, context, effects)
+        schedule_wait(profile, rule, event, event_view, scope, effects)
         return
     decide_send(
         profile,

@@ -5,10 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import cel
-
 from shared.engine.compiled import CompiledJourney
-from shared.engine.expression_context import holds
+from shared.engine.expression_context import Scope, holds
 from shared.profile import Profile, StageState
 
 MoveKind = Literal["enter", "forward", "skip", "backward"]
@@ -23,16 +21,16 @@ class Transition:
     at: str
 
 
-def target_stage(journey: CompiledJourney, context: cel.Context, floor: int) -> int:
+def target_stage(journey: CompiledJourney, scope: Scope, floor: int) -> int:
     """Index of the last stage whose ``when`` holds, looking only above ``floor``; -1 if none."""
     for index in range(len(journey.stages) - 1, floor, -1):
-        if holds(journey.stages[index].condition.program, context):
+        if holds(journey.stages[index].condition, scope):
             return index
     return -1
 
 
 def move_stages(
-    profile: Profile, journeys: tuple[CompiledJourney, ...], context: cel.Context, at: str
+    profile: Profile, journeys: tuple[CompiledJourney, ...], scope: Scope, at: str
 ) -> list[Transition]:
     """Move the profile in place; return one transition per journey that moved."""
     transitions: list[Transition] = []
@@ -41,7 +39,7 @@ def move_stages(
         current = -1 if state is None else journey.positions.get(state.stage, -1)
         # Forward-only journeys never need the stages at or below the current one.
         floor = -1 if journey.allow_backward else current
-        target = target_stage(journey, context, floor)
+        target = target_stage(journey, scope, floor)
         if target == -1 or target == current:
             continue
         kind: MoveKind

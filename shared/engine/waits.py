@@ -5,11 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import cel
-
 from shared.engine.compiled import CompiledConfig, CompiledRule
 from shared.engine.effects import Effects, RuleOutcome
-from shared.engine.expression_context import ExpressionFailed, evaluate, make_context
+from shared.engine.expression_context import ExpressionFailed, Scope, evaluate
 from shared.engine.firing import decide_send
 from shared.events import Event
 from shared.profile import PendingWait, Profile
@@ -20,7 +18,7 @@ def schedule_wait(
     rule: CompiledRule,
     event: Event,
     event_view: dict[str, Any],
-    context: cel.Context,
+    scope: Scope,
     effects: Effects,
 ) -> None:
     """One pending wait per (rule, customer, key). A repeat keeps the first deadline, so a
@@ -30,7 +28,7 @@ def schedule_wait(
     key = ""
     if rule.wait_key is not None:
         try:
-            key = str(evaluate(rule.wait_key, context))
+            key = str(evaluate(rule.wait_key, scope))
         except ExpressionFailed as exc:
             effects.rule_outcomes.append(
                 RuleOutcome(
@@ -79,9 +77,9 @@ def cancel_waits(
             if stamped > wait.deadline:
                 continue  # bought after the nudge was due: the nudge stands
             if rule.unless_match is not None:
-                context = make_context(event_view, profile, now, wait.trigger, config.shape)
+                scope = Scope(event_view, profile, now, wait.trigger, config.shape)
                 try:
-                    if evaluate(rule.unless_match, context) is not True:
+                    if evaluate(rule.unless_match, scope) is not True:
                         continue
                 except ExpressionFailed as exc:
                     effects.rule_outcomes.append(

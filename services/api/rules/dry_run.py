@@ -12,12 +12,7 @@ from pydantic import BaseModel, Field
 from shared.actions import ActionRecord
 from shared.definitions import CHANNEL_FIELDS, Bundle, ConfigSnapshot, Rule
 from shared.engine.compiled import CompiledConfig
-from shared.engine.expression_context import (
-    ExpressionFailed,
-    evaluate,
-    event_view,
-    make_context,
-)
+from shared.engine.expression_context import ExpressionFailed, Scope, evaluate, event_view
 from shared.engine.process import process_event
 from shared.engine.profile import apply_event
 from shared.engine.rules import triggered_rules
@@ -189,12 +184,12 @@ def _conditions(
     apply_event(probe, event, partition=0, offset=0, dedupe_window=20)
     view = event_view(event)
     move_stages(
-        probe, config.journeys, make_context(view, probe, now, shape=config.shape), event.timestamp
+        probe, config.journeys, Scope(view, probe, now, shape=config.shape), event.timestamp
     )
-    context = make_context(view, probe, now, shape=config.shape)
+    scope = Scope(view, probe, now, shape=config.shape)
     source = compiled.definition.if_ or ""
     try:
-        result = evaluate(compiled.condition, context)
+        result = evaluate(compiled.condition, scope)
     except ExpressionFailed as exc:
         return [ConditionOut(field="if", source=source, error=str(exc))]
     return [ConditionOut(field="if", source=source, result=result)]

@@ -1,0 +1,244 @@
+"""A native fast path for the simplest CEL expressions, the ones most stage conditions are.
+
+Handing an event to CEL costs about a microsecond per value (more than evaluating the
+program), so ``event.name in ["Product Viewed", "Products Searched"]`` or
+``count("Order Completed") >= 2`` are evaluated here in Python and the CEL context is
+never built for them. The subset is small and cannot fail at run time:
+
+- literals: ``true``, ``false``, ``null``, decimal ints and doubles, quoted strings
+  without escapes;
+- ``event.name``, ``event.type`` (a string or null), ``count("...")``,
+  ``days_since("...")``;
+- ``==`` and ``!=`` (never between a bool and a non-bool), ``<``, ``<=``, ``>``, ``>=``
+  between numbers, ``x in [literals]``;
+- ``&&``, ``||``, ``!`` and parentheses over booleans.
+
+Anything else returns ``None`` from :func:`compile_native`, and the expression runs in
+CEL. Results equal CEL's, which a property test checks on generated expressions.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from shared.engine.expression_context import Scope
+
+Native = Callable[["Scope"], Any]
+Kind = Literal["bool", "number", "string", "null", "string?"]
+
+_TOKEN = re.compile(
+    r"""\s*(?:
+      (?P<number>\d+\.\d+|\d+(?![\w.]))
+    | (?P<string>"[^"\\\n]*"|'[^'\\\n]*')
+    | (?P<name>[A-Za-z_]\w*)
+    | (?P<op>&&|\|\||==|!=|<=|>=|[<>!()\[\],.-])
+    )""",
+    re.VERBOSE,
+)
+_ORDERING = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+_PROFILE_FUNCTIONS = ("count", "days_since")
+_EVENT_FIELDS = ("name", "type")
+
+
+class _Unsupported(Exception):
+    """Outside the native subset: the expression runs in CEL."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Node:
+    kind: Kind
+    run: Native
+    constant: bool = False  # a literal: its value is run(None)
+
+
+def _literal(kind: Kind, value: Any) -> _Node:
+    return _Node(kind, lambda _scope: value, constant=True)
+
+
+def _tokens(source: str) -> list[tuple[str, str]]:
+    found: list[tuple[str, str]] = []
+    position = 0
+    source = source.rstrip()
+    while position < len(source):
+        match = _TOKEN.match(source, position)
+        if match is None or match.lastgroup is None:
+            raise _Unsupported(source[position:])
+        found.append((match.lastgroup, match[match.lastgroup]))
+        position = match.end()
+    return found
+
+
+class _Parser:
+    """Recursive descent in CEL's precedence: ``||`` < ``&&`` < relations < unary."""
+
+    def __init__(self, source: str) -> None:
+        self._tokens = _tokens(source)
+        self._at = 0
+
+    def parse(self) -> _Node:
+        node = self._or()
+        if self._at != len(self._tokens):
+            raise _Unsupported("trailing input")
+        return node
+
+    def _peek(self) -> str | None:
+        return self._tokens[self._at][1] if self._at < len(self._tokens) else None
+
+    def _take(self, kind: str | None = None, text: str | None = None) -> str:
+        if self._at == len(self._tokens):
+            raise _Unsupported("unexpected end")
+        found_kind, found = self._tokens[self._at]
+        if (kind is not None and found_kind != kind) or (text is not None and found != text):
+            raise _Unsupported(found)
+        self._at += 1
+        return found
+
+    def _or(self) -> _Node:
+        node = self._and()
+        while self._peek() == "||":
+            self._take()
+            node = _either(_boolean(node), _boolean(self._and()))
+        return node
+
+    def _and(self) -> _Node:
+        node = self._relation()
+        while self._peek() == "&&":
+            self._take()
+            node = _both(_boolean(node), _boolean(self._relation()))
+        return node
+
+    def _relation(self) -> _Node:
+        left = self._unary()
+        op = self._peek()
+        if op == "in":
+            self._take()
+            return _membership(left, self._list())
+        if op in ("==", "!=", *_ORDERING):
+            self._take()
+            right = self._unary()
+            if self._peek() in ("==", "!=", "in", *_ORDERING):
+                raise _Unsupported("chained relation")  # a type error in CEL
+            return _compare(op, left, right)
+        return left
+
+    def _unary(self) -> _Node:
+        if self._peek() == "!":
+            self._take()
+            return _negation(_boolean(self._unary()))
+        if self._peek() == "-":
+            self._take()
+            return _number(self._take("number"), negative=True)
+        return self._primary()
+
+    def _primary(self) -> _Node:
+        kind, text = self._tokens[self._at] if self._at < len(self._tokens) else ("", "")
+        if text == "(":
+            self._take()
+            node = self._or()
+            self._take(text=")")
+            return node
+        self._take()
+        if kind == "number":
+            return _number(text)
+        if kind == "string":
+            return _literal("string", text[1:-1])
+        if text in ("true", "false"):
+            return _literal("bool", text == "true")
+        if text == "null":
+            return _literal("null", None)
+        if text == "event":
+            self._take(text=".")
+            field = self._take("name")
+            if field not in _EVENT_FIELDS:
+                raise _Unsupported(f"event.{field}")
+            return _event_field(field)
+        if text in _PROFILE_FUNCTIONS:
+            self._take(text="(")
+            argument = self._take("string")[1:-1]
+            self._take(text=")")
+            return _profile_function(text, argument)
+        raise _Unsupported(text)
+
+    def _list(self) -> tuple[Any, ...]:
+        self._take(text="[")
+        items: list[_Node] = []
+        while self._peek() != "]":
+            items.append(self._unary())
+            if self._peek() != "]":
+                self._take(text=",")
+        self._take(text="]")
+        if not all(item.constant and item.kind != "bool" for item in items):
+            raise _Unsupported("list of non-literals")
+        return tuple(item.run(None) for item in items)  # type: ignore[arg-type]
+
+
+def _either(left: _Node, right: _Node) -> _Node:
+    a, b = left.run, right.run
+    return _Node("bool", lambda s: a(s) or b(s))
+
+
+def _both(left: _Node, right: _Node) -> _Node:
+    a, b = left.run, right.run
+    return _Node("bool", lambda s: a(s) and b(s))
+
+
+def _negation(inner: _Node) -> _Node:
+    a = inner.run
+    return _Node("bool", lambda s: not a(s))
+
+
+def _event_field(field: str) -> _Node:
+    return _Node("string?", lambda s: s.event[field])
+
+
+def _profile_function(name: str, argument: str) -> _Node:
+    if name == "count":
+        return _Node("number", lambda s: s.count(argument))
+    return _Node("number", lambda s: s.days_since(argument))
+
+
+def _number(text: str, negative: bool = False) -> _Node:
+    value: int | float = float(text) if "." in text else int(text)
+    return _literal("number", -value if negative else value)
+
+
+def _boolean(node: _Node) -> _Node:
+    if node.kind != "bool":
+        raise _Unsupported("not a boolean")  # CEL: no such overload
+    return node
+
+
+def _compare(op: str, left: _Node, right: _Node) -> _Node:
+    a, b = left.run, right.run
+    if op in ("==", "!="):
+        # CEL's equality across types is false, as Python's is, except bool against numbers.
+        if (left.kind == "bool") != (right.kind == "bool"):
+            raise _Unsupported("bool compared with a non-bool")
+        if op == "==":
+            return _Node("bool", lambda s: a(s) == b(s))
+        return _Node("bool", lambda s: a(s) != b(s))
+    if left.kind != "number" or right.kind != "number":
+        raise _Unsupported("ordering of non-numbers")
+    compare = _ORDERING[op]
+    return _Node("bool", lambda s: compare(a(s), b(s)))
+
+
+def _membership(left: _Node, items: tuple[Any, ...]) -> _Node:
+    if left.kind == "bool":
+        raise _Unsupported("bool in a list")
+    run = left.run
+    values = frozenset(items) if left.kind != "number" else items
+    return _Node("bool", lambda s: run(s) in values)
+
+
+def compile_native(source: str) -> Native | None:
+    """A Python function equal to the CEL expression, or None when it is outside the subset."""
+    try:
+        return _Parser(source).parse().run
+    except _Unsupported:
+        return None
