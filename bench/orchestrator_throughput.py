@@ -94,7 +94,7 @@ async def _safar_pass(settings: Settings, count: int) -> float:
     consumer = make_consumer(
         run,
         group_id=f"safar-{uuid.uuid4().hex}",
-        fetch_max_wait_ms=20,
+        fetch_max_wait_ms=run.kafka_fetch_max_wait_ms,
     )
     await producer.start()
     await consumer.start()

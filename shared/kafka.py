@@ -5,15 +5,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Iterable
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import MessageSizeTooLargeError, TopicAlreadyExistsError
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.producer.message_accumulator import BatchBuilder
 
 from shared.settings import Settings
 from shared.topics import Topics
 
 log = logging.getLogger(__name__)
+
+# The producer's own partitioner (make_producer sets no other): a key's records land on one
+# partition whether they were sent one by one or in batches.
+_PARTITIONER = DefaultPartitioner()
 
 
 def make_producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
@@ -28,6 +36,36 @@ def make_producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
     }
     options.update(overrides)
     return AIOKafkaProducer(**options)
+
+
+async def send_batches(
+    producer: AIOKafkaProducer, topic: str, records: Iterable[tuple[bytes, bytes]]
+) -> list[asyncio.Future[Any]]:
+    """Submit ``(key, value)`` records in one record batch per partition; one delivery
+    future per batch, in order, so each key's records keep their order.
+
+    Against a ``send`` per record this skips a future, a partition lookup and a coroutine per
+    record, about a third of the cost of producing. murmur2 is pure Python, so each key is
+    hashed once.
+    """
+    partitions = sorted(await producer.partitions_for(topic))
+    chosen: dict[bytes, int] = {}
+    builders: dict[int, BatchBuilder] = {}
+    futures: list[asyncio.Future[Any]] = []
+    for key, value in records:
+        partition = chosen.get(key)
+        if partition is None:
+            partition = chosen[key] = _PARTITIONER(key, partitions, partitions)
+        builder = builders.get(partition)
+        if builder is None or builder.append(key=key, value=value, timestamp=None) is None:
+            if builder is not None:  # full: submit it and start the next
+                futures.append(await producer.send_batch(builder, topic, partition=partition))
+            builder = builders[partition] = producer.create_batch()
+            if builder.append(key=key, value=value, timestamp=None) is None:
+                raise MessageSizeTooLargeError(f"a record of {len(value):,} bytes for {topic}")
+    for partition, builder in builders.items():
+        futures.append(await producer.send_batch(builder, topic, partition=partition))
+    return futures
 
 
 def make_consumer(settings: Settings, *topics: str, **overrides: object) -> AIOKafkaConsumer:

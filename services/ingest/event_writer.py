@@ -13,6 +13,7 @@ from aiokafka.errors import KafkaError
 from services.ingest import metrics
 from services.ingest.circuit_breaker import CircuitBreaker
 from shared.events import Event
+from shared.kafka import send_batches
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +52,16 @@ class EventWriter:
             async with asyncio.timeout(self._deadline_s):
                 # Cancelling a delivery future on timeout does not unsend its record; a client
                 # retry may duplicate it, which the orchestrator's dedupe by messageId absorbs.
-                futures = [
-                    await self._producer.send(
+                if len(events) == 1:
+                    # The producer lingers, so concurrent single events share a Kafka batch.
+                    event = events[0]
+                    delivery = await self._producer.send(
                         self._topic, event.to_json(), key=event.customer_id.encode()
                     )
-                    for event in events
-                ]
-                await asyncio.gather(*futures)
+                    await delivery
+                else:
+                    records = ((e.customer_id.encode(), e.to_json()) for e in events)
+                    await asyncio.gather(*await send_batches(self._producer, self._topic, records))
         except (KafkaError, TimeoutError) as exc:
             if self._breaker.closed:
                 log.warning("Kafka did not acknowledge %d events: %r", len(events), exc)
@@ -66,5 +70,5 @@ class EventWriter:
             raise KafkaUnavailable(f"Kafka did not acknowledge: {exc!r}") from exc
         if not self._breaker.closed:
             log.info("Kafka acknowledges again")
-        self._breaker.succeeded()
-        metrics.KAFKA_AVAILABLE.set(1)
+            self._breaker.succeeded()
+            metrics.KAFKA_AVAILABLE.set(1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS = Counter(
@@ -19,3 +21,15 @@ KAFKA_AVAILABLE = Gauge(
     "safar_ingest_kafka_available",
     "1 while Kafka acknowledges produces, 0 while ingest answers 503 (circuit open)",
 )
+
+
+# The labelled children, looked up once: ``labels()`` takes a lock on every call. The label
+# sets are bounded, so the caches are too.
+@cache
+def events(kind: str, outcome: str) -> Counter:
+    return EVENTS.labels(kind, outcome)
+
+
+@cache
+def request_duration(route: str, status: int) -> Histogram:
+    return REQUEST_DURATION.labels(route, str(status))

@@ -150,8 +150,11 @@ def normalize(
         if previous_id is None or user_id is None:
             raise InvalidMessage("alias needs `previousId` and `userId`")
     message_id = _id(message, "messageId") or str(uuid.uuid4())
+    received = format_time(received_at)
     try:
-        timestamp = format_time(event_time(message, received_at))
+        moment = event_time(message, received_at)
+        # Most events carry no time of their own: spell the arrival once.
+        timestamp = received if moment is received_at else format_time(moment)
     except OverflowError:
         raise InvalidMessage("timestamp is out of range") from None
     return Event(
@@ -159,7 +162,7 @@ def normalize(
         type=kind,
         customer_id=user_id or anonymous_id or "",
         timestamp=timestamp,
-        received_at=format_time(received_at),
+        received_at=received,
         user_id=user_id,
         anonymous_id=anonymous_id,
         name=name,

@@ -84,7 +84,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 settings,
                 group_id=topics.group("orchestrator"),
                 max_poll_interval_ms=300_000,
-                fetch_max_wait_ms=20,
+                fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
             )
             await consumer.start()
             stack.push_async_callback(stop_consumer, consumer)

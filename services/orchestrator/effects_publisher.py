@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Awaitable, Iterable
+from collections.abc import Iterable
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import DefaultPartitioner
-from aiokafka.producer.message_accumulator import BatchBuilder
 
 from services.orchestrator import metrics
 from services.orchestrator.wait_index import TimerEntry
@@ -21,10 +19,9 @@ from shared.engine.effects import Effects
 from shared.engine.stage_machine import Transition
 from shared.events import Event
 from shared.history import encode_record, record_id
+from shared.kafka import send_batches
 from shared.profile import PendingWait, Profile
 from shared.topics import Topics
-
-_PARTITIONER = DefaultPartitioner()
 
 
 def timer_entries(profile: Profile) -> set[TimerEntry]:
@@ -126,30 +123,13 @@ class EffectsPublisher:
         self._records.setdefault(topic, []).append((key, value))
 
     async def flush(self) -> None:
-        """Send everything queued in per-partition batches and wait for every ack.
-
-        Batches cost a third of per-record sends; partitions are chosen by the producer's
-        own key hash, so each customer's records keep their order on every topic."""
+        """Send everything queued in per-partition batches and wait for every ack."""
         records, self._records = self._records, {}
-        acks: list[Awaitable[object]] = []
-        for topic, items in records.items():
-            partitions = sorted(await self._producer.partitions_for(topic))
-            batches: dict[int, BatchBuilder] = {}
-            # murmur2 is pure Python: hash each customer once, not once per record.
-            chosen: dict[bytes, int] = {}
-            for key, value in items:
-                partition = chosen.get(key)
-                if partition is None:
-                    partition = chosen[key] = _PARTITIONER(key, partitions, partitions)
-                batch = batches.get(partition)
-                if batch is None:
-                    batch = batches[partition] = self._producer.create_batch()
-                if batch.append(key=key, value=value, timestamp=None) is None:
-                    acks.append(await self._producer.send_batch(batch, topic, partition=partition))
-                    batch = batches[partition] = self._producer.create_batch()
-                    batch.append(key=key, value=value, timestamp=None)
-            for partition, batch in batches.items():
-                acks.append(await self._producer.send_batch(batch, topic, partition=partition))
+        acks = [
+            ack
+            for topic, items in records.items()
+            for ack in await send_batches(self._producer, topic, items)
+        ]
         if acks:
             await asyncio.gather(*acks)
         decisions, self._decisions = self._decisions, Counter()

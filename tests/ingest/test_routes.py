@@ -179,6 +179,28 @@ async def test_invalid_batch_items_are_dropped_counted_and_logged_the_rest_kept(
     assert "'too-big'" in log and "event_too_large" in log
 
 
+async def test_a_batch_over_one_kafka_record_batch_is_stored_whole_and_in_order(
+    tracking: Tracking,
+) -> None:
+    # ~450 KB for one customer: its partition's record batch (256 KB) fills and is split.
+    items = [
+        {
+            "type": "track",
+            "userId": "u-big",
+            "event": "Big",
+            "messageId": f"big-{i}",
+            "properties": {"blob": "x" * 2000},
+        }
+        for i in range(200)
+    ]
+    async with httpx.AsyncClient(base_url=tracking.ingest.url) as client:
+        response = await client.post("/v1/batch", json={"batch": items}, auth=tracking.auth)
+    assert response.status_code == 200 and response.content == SUCCESS
+
+    records = await events_on_topic(tracking.settings)
+    assert [r.event.message_id for r in records] == [item["messageId"] for item in items]
+
+
 async def test_bad_requests_get_documented_errors_and_reach_nothing(tracking: Tracking) -> None:
     auth = tracking.auth
     track = {"userId": "u", "event": "E"}

@@ -24,7 +24,7 @@ NAMES = ["Order Completed", "Product Viewed", "A"]
 
 literals = st.one_of(
     st.sampled_from(["true", "false", "null", "0", "2", "-1", "2.0", "0.5", "1e3", "2u"]),
-    st.sampled_from(NAMES + ["", "b'", 'x\\"y']).map(lambda s: f'"{s}"'),
+    st.sampled_from([*NAMES, "", "b'", 'x\\"y']).map(lambda s: f'"{s}"'),
     st.sampled_from(NAMES).map(lambda s: f"'{s}'"),
 )
 operands = st.one_of(
@@ -100,7 +100,7 @@ def test_native_results_equal_cel(source: str, scope: Scope) -> None:
         ("double(event.properties.price) >= 20.0", False),
         ("event.properties.cart_id == trigger.properties.cart_id", False),
         ('event.name == "a" == true', False),  # chained relations are CEL type errors
-        ('event.name || true', False),  # not a boolean: CEL's error, not ours
+        ("event.name || true", False),  # not a boolean: CEL's error, not ours
         ("count('A') == true", False),
     ],
 )

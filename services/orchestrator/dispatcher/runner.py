@@ -184,7 +184,7 @@ class Dispatcher:
         consumer = make_consumer(
             settings,
             group_id=self._topics.group("dispatcher"),
-            fetch_max_wait_ms=20,
+            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
             session_timeout_ms=settings.dispatch_session_timeout_ms,
             heartbeat_interval_ms=max(settings.dispatch_session_timeout_ms // 3, 100),
         )
