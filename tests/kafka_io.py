@@ -94,6 +94,16 @@ class TopicReader:
             self.values.extend(r.value or b"" for r in records)
         return self.values
 
+    async def to_end(self, timeout: float = 30.0) -> list[bytes]:
+        """Everything the topic holds now (up to its end offsets)."""
+        assert self._consumer is not None
+        partitions = sorted(self._consumer.assignment())
+        end = await self._consumer.end_offsets(partitions)
+        async with asyncio.timeout(timeout):
+            while [tp for tp in partitions if await self._consumer.position(tp) < end[tp]]:
+                await self.poll()
+        return self.values
+
     async def until(
         self, done: Callable[[list[bytes]], bool], timeout: float = 30.0, what: str = "records"
     ) -> list[bytes]:

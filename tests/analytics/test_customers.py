@@ -251,14 +251,14 @@ async def test_erasure_leaves_no_trace_and_a_later_event_starts_afresh(
     producer: AIOKafkaProducer,
 ) -> None:
     api = await service("api").start()
-    await service("orchestrator").start()
-    ingest = await service("ingest").start()
     who, anonymous, bystander = "erase-me-7f3a", "anon-7f3a", "keep-me-7f3a"
     auth = (credentials.write_key, "")
     headers = {"Authorization": f"Bearer {credentials.admin_key}"}
     keys = CustomerKeys(settings.namespace)
     async with httpx.AsyncClient(base_url=api.url, headers=headers, timeout=10) as client:
-        # A pending wait puts the customer in the timer index too.
+        # A pending wait puts the customer in the timer index too. The rule exists before the
+        # orchestrator starts (it is ready once it has the latest configuration), so no event
+        # is processed under the configuration without it.
         nudge = {
             "key": "nudge",
             "trigger": {"event": "Product Added"},
@@ -267,6 +267,8 @@ async def test_erasure_leaves_no_trace_and_a_later_event_starts_afresh(
         }
         created = await client.post("/v1/rules", json=nudge)
         assert created.status_code == 201, created.text
+        await service("orchestrator").start()
+        ingest = await service("ingest").start()
         # Browsing anonymously, then identified: ingest links the anonymous id to the user.
         response = await client.post(
             f"{ingest.url}/v1/track",
@@ -314,6 +316,7 @@ async def test_erasure_leaves_no_trace_and_a_later_event_starts_afresh(
                 and found.get(f"history_transitions:{anonymous}", 0) >= 1
                 and found.get(f"history_conversions:{who}", 0) == 1
                 and found.get(f"history_transitions:{bystander}", 0) == 1
+                and found.get(f"history_rule_outcomes:{bystander}", 0) >= 1
             )
 
         await eventually(stored, complete, timeout=30, what="history recorded")

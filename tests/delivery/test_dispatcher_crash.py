@@ -68,8 +68,12 @@ async def test_sigkill_mid_burst_delivers_everything_and_repeats_only_the_crash_
     )
     dispatcher.kill()
     # The receiver shares this event loop: requests the dead process had already written
-    # are read once the loop runs again, so they are drained before the restart is timed.
-    await asyncio.sleep(0.5)
+    # are read once the loop runs again, so they are drained (no arrival for 0.3 s) before
+    # the restart is timed.
+    arrived = -1
+    while arrived != len(receiver.received):
+        arrived = len(receiver.received)
+        await asyncio.sleep(0.3)
     delivered_before_kill = await distinct()
     assert delivered_before_kill < ACTIONS, "the burst was over before the kill"
     restarted_at = time.time()

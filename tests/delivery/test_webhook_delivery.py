@@ -126,7 +126,7 @@ async def test_500_three_times_then_200_is_delivered_once_on_schedule(
     url = receiver.script("flaky", [Reply(500), Reply(500), Reply(500), Reply(200)])
     action = make_action({"channel": "webhook", "url": url, "payload": {"n": 1}})
     history = await read_topic(Topics(dispatch_settings.namespace).history)
-    before = _webhook_metrics()
+    before = await _webhook_metrics()
     await start_dispatcher()
     await publish(producer, dispatch_settings, action)
 
@@ -141,8 +141,9 @@ async def test_500_three_times_then_200_is_delivered_once_on_schedule(
     gaps = [later.at - earlier.at for earlier, later in itertools.pairwise(attempts)]
     schedule = dispatch_settings.dispatch_retry_schedule_s
     for gap, planned in zip(gaps, schedule, strict=True):
-        # Never earlier than the schedule; at most the jitter (25%) plus polling later.
-        assert planned <= gap <= planned * 1.25 + 0.5, (gaps, schedule)
+        # Never earlier than the schedule; later by at most the jitter (25%), polling and
+        # a loaded machine's scheduling.
+        assert planned <= gap <= planned * 1.25 + 2.0, (gaps, schedule)
     statuses = [
         (r["status"], r["attempt"], r["status_code"])
         for r in action_records(records, action.action_id)
@@ -154,13 +155,15 @@ async def test_500_three_times_then_200_is_delivered_once_on_schedule(
         ("sent", 4, 200),
     ]
     assert all(r["retry_at"] for r in action_records(records, action.action_id)[:3])
-    after = _webhook_metrics()
-    assert {k: after[k] - before[k] for k in after} == {
-        "sent": 1,
-        "retrying": 3,
-        "failed": 0,
-        "attempts timed": 4,
-    }
+    # The counters move once the outcome is stored, which can come after the record is read.
+    await eventually(
+        _webhook_metrics,
+        lambda after: (
+            {k: after[k] - before[k] for k in after}
+            == {"sent": 1, "retrying": 3, "failed": 0, "attempts timed": 4}
+        ),
+        what="the attempts counted",
+    )
 
     # Nothing more comes for it: a later action arrives, the flaky one still has 4 attempts.
     marker = make_action({"channel": "webhook", "url": receiver.script("marker", [Reply()])})
@@ -189,7 +192,7 @@ async def test_429_retry_after_is_honoured(
         "delivered after the 429",
     )
     first, second = receiver.at("busy")
-    assert 1.0 <= second.at - first.at <= 1.8
+    assert 1.0 <= second.at - first.at <= 3.0  # Retry-After: 1, plus polling and scheduling
     assert [(r["status"], r["status_code"]) for r in action_records(records, action.action_id)] == [
         ("retrying", 429),
         ("sent", 200),
@@ -266,9 +269,9 @@ async def test_a_slow_receiver_does_not_hold_up_the_partition(
     start_dispatcher: StartDispatcher,
     producer: AIOKafkaProducer,
 ) -> None:
-    slow = make_action({"channel": "webhook", "url": receiver.script("slow", [Reply(delay_s=1.5)])})
+    slow = make_action({"channel": "webhook", "url": receiver.script("slow", [Reply(delay_s=4)])})
     fast = make_action({"channel": "webhook", "url": receiver.script("fast", [Reply()])})
-    await start_dispatcher(webhook_timeout_s=5.0)
+    await start_dispatcher(webhook_timeout_s=10.0)
     # Same customer, so same partition; the fast one is read only once the slow one is
     # being delivered, in a later poll.
     await publish(producer, dispatch_settings, slow)
@@ -277,7 +280,7 @@ async def test_a_slow_receiver_does_not_hold_up_the_partition(
 
     await eventually(lambda: _count(receiver, "fast"), lambda n: n == 1, what="the fast one")
     [slow_arrival], [fast_arrival] = receiver.at("slow"), receiver.at("fast")
-    assert fast_arrival.at - slow_arrival.at < 1.0, "the fast one waited for the slow one"
+    assert fast_arrival.at - slow_arrival.at < 3.0, "the fast one waited for the slow one"
 
 
 async def test_private_targets_are_refused_unless_allowed(
@@ -359,7 +362,7 @@ async def test_an_action_is_not_attempted_before_its_not_before_time(
     assert arrival.webhook_id == action.action_id
 
 
-def _webhook_metrics() -> dict[str, float]:
+async def _webhook_metrics() -> dict[str, float]:
     return {
         status: sample("safar_actions_total", channel="webhook", status=status)
         for status in ("sent", "retrying", "failed")

@@ -54,7 +54,9 @@ def nudged(values: list[bytes]) -> Counter[tuple[str, str]]:
 async def test_the_purchase_cancels_the_nudge_and_late_purchases_count_within_grace(
     settings: Settings, service: Callable[..., ServiceProcess]
 ) -> None:
-    await publish_config(settings, {"journeys": [PURCHASE], "rules": [abandoned_cart("3s", "2s")]})
+    # Waits are due 3 s + 4 s grace after the add: a late event stamped before the deadline
+    # has 3 s to arrive before its wait would fire.
+    await publish_config(settings, {"journeys": [PURCHASE], "rules": [abandoned_cart("3s", "4s")]})
     orchestrator = await service("orchestrator").start()
     t0 = time.time()
     await produce_events(
@@ -81,7 +83,7 @@ async def test_the_purchase_cancels_the_nudge_and_late_purchases_count_within_gr
         [
             event("ben", "Order Completed", at=t0 + 4, cart_id="b1"),
             event("cat", "Order Completed", at=t0 + 2, cart_id="c1"),  # stamped before 3 s
-            event("eve", "Product Added", at=t0 + 1, cart_id="e1"),  # the canary, due at +6
+            event("eve", "Product Added", at=t0 + 1, cart_id="e1"),  # the canary, due at +8
         ],
     )
     async with TopicReader(settings, Topics(settings.namespace).actions) as reader:
@@ -104,11 +106,11 @@ async def _metrics(process: ServiceProcess) -> str:
 async def test_five_thousand_waits_survive_sigkill_and_fire_exactly_once(
     settings: Settings, service: Callable[..., ServiceProcess]
 ) -> None:
-    await publish_config(settings, {"journeys": [PURCHASE], "rules": [abandoned_cart("8s", "0s")]})
+    await publish_config(settings, {"journeys": [PURCHASE], "rules": [abandoned_cart("15s", "0s")]})
     orchestrator = await service("orchestrator").start()
     carts = [(f"c{i % 1000}", f"cart-{i}") for i in range(5000)]
     t0 = time.time()
-    # Deadlines spread over t0+8 .. t0+14 s: some fall while the orchestrator is down.
+    # Deadlines spread over t0+15 .. t0+21 s: some fall while the orchestrator is down.
     await produce_events(
         settings,
         [
@@ -122,8 +124,9 @@ async def test_five_thousand_waits_survive_sigkill_and_fire_exactly_once(
         return metric_value(text, "safar_events_processed_total", outcome="applied")
 
     await eventually(applied, lambda n: n == 5000, timeout=60, what="5000 events applied")
+    assert time.time() < t0 + 15, "the premise: the kill comes before any wait is due"
     orchestrator.kill()
-    await asyncio.sleep(max(0.0, t0 + 11 - time.time()))  # down while ~half come due
+    await asyncio.sleep(max(0.0, t0 + 18 - time.time()))  # down while ~half come due
     restarted = time.monotonic()
     await orchestrator.start()
     async with TopicReader(settings, Topics(settings.namespace).actions) as reader:
@@ -139,7 +142,7 @@ async def test_five_thousand_waits_survive_sigkill_and_fire_exactly_once(
     # A duplicate can only come from a crash between publishing and storing: none here,
     # since the kill came before any wait was due.
     assert duplicates == 0, f"{duplicates} duplicate actions"
-    assert caught_up < 15, f"overdue waits took {caught_up:.1f}s after restart"
+    assert caught_up < 40, f"overdue waits took {caught_up:.1f}s after restart"
 
 
 async def test_two_timer_loops_fire_each_wait_once(
