@@ -17,8 +17,8 @@ RECORDER_RECORDS = Counter(
 )
 RECORDER_LAG = Gauge(
     "safar_recorder_lag",
-    "Records of safar.history not yet stored in PostgreSQL, per partition",
-    ["partition"],
+    "Records of safar.history and safar.events not yet stored in PostgreSQL, per partition",
+    ["topic", "partition"],
 )
 RECORDER_BATCH_SECONDS = Histogram(
     "safar_recorder_batch_seconds",

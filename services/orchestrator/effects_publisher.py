@@ -47,25 +47,10 @@ class EffectsPublisher:
         transitions: Iterable[Transition] = (),
         event: Event | None = None,
     ) -> None:
-        """Queue the records of one outcome (and the event itself, for the archive);
-        :meth:`flush` waits for all of them."""
+        """Queue the records of one outcome; :meth:`flush` waits for all of them. (The api's
+        recorder archives the events themselves from ``safar.events``.)"""
         key = customer_id.encode()
         history = self._topics.history
-        if event is not None:
-            await self._send(
-                history,
-                key,
-                encode_record(
-                    "event",
-                    record_id("event", event.message_id),
-                    customer_id,
-                    event_id=event.message_id,
-                    name=event.name,
-                    type=event.type,
-                    at=event.timestamp,
-                    event=event,
-                ),
-            )
         for move in transitions:
             assert event is not None
             await self._send(

@@ -11,8 +11,11 @@ from services.api.history.records import (
     RecordDecodeError,
     TransitionRecord,
     action_progress,
+    archived_event,
     decode_record,
 )
+from shared.events import Event
+from shared.history import record_id
 from tests.analytics import history_records as h
 
 
@@ -39,6 +42,34 @@ def test_an_event_record_keeps_the_event_nested_or_spread() -> None:
     assert isinstance(decoded, EventRecord)
     assert decoded.event["message_id"] == decoded.event_id
     assert decoded.event["user_id"] == "bob"
+
+
+def test_an_event_of_the_events_topic_is_archived_as_the_record_it_would_have_been() -> None:
+    event = Event(
+        message_id="m-1",
+        type="track",
+        customer_id="ada",
+        user_id="ada",
+        timestamp="2026-01-02T03:04:05.000000+00:00",
+        received_at="2026-01-02T03:04:06.000000+00:00",
+        name="Order Completed",
+        properties={"revenue": 5},
+    )
+    archived = archived_event(event.to_json())
+    assert (archived.kind, archived.id, archived.customer_id) == (
+        "event",
+        record_id("event", "m-1"),
+        "ada",
+    )
+    assert (archived.event_id, archived.name, archived.type) == ("m-1", "Order Completed", "track")
+    assert archived.at.isoformat() == "2026-01-02T03:04:05+00:00"
+    assert archived.event["properties"] == {"revenue": 5}
+    with pytest.raises(RecordDecodeError, match="not a normalized event"):
+        archived_event(b"not json")
+    with pytest.raises(RecordDecodeError, match="unsupported event schema"):
+        archived_event(b'{"schema": 99}')
+    with pytest.raises(RecordDecodeError, match="customer_id"):
+        archived_event(orjson.dumps(orjson.loads(event.to_json()) | {"customer_id": ""}))
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""Typed records of ``safar.history`` (the contract is ``shared/history.py``); pure, no I/O.
+"""Typed records of ``safar.history`` (the contract is ``shared/history.py``) and the event
+archive read from ``safar.events``; pure, no I/O.
 
 A record that does not follow the contract raises :class:`RecordDecodeError`, which is
 never retriable: the recorder dead-letters it and moves on.
@@ -19,7 +20,8 @@ from pydantic import (
     model_validator,
 )
 
-from shared.history import HISTORY_SCHEMA
+from shared.events import Event, EventDecodeError
+from shared.history import HISTORY_SCHEMA, record_id
 
 Kind = Literal["transition", "rule", "action", "conversion", "event"]
 KINDS: tuple[Kind, ...] = ("transition", "rule", "action", "conversion", "event")
@@ -123,6 +125,32 @@ def decode_record(raw: bytes | None) -> HistoryRecord:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise RecordDecodeError(f"{data.get('kind')!r} record, {where}: {first['msg']}") from exc
+
+
+def archived_event(raw: bytes | None) -> EventRecord:
+    """A value of ``safar.events`` as its archive record: the recorder reads the events
+    topic itself, so the orchestrator does not publish every event a second time."""
+    try:
+        event = Event.from_json(raw or b"")
+        return EventRecord.model_validate(
+            {
+                "schema": HISTORY_SCHEMA,
+                "kind": "event",
+                "id": record_id("event", event.message_id),
+                "customer_id": event.customer_id,
+                "at": event.timestamp,
+                "event_id": event.message_id,
+                "name": event.name,
+                "type": event.type,
+                "event": orjson.loads(raw or b""),
+            }
+        )
+    except EventDecodeError as exc:
+        raise RecordDecodeError(str(exc)) from exc
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise RecordDecodeError(f"event, {where}: {first['msg']}") from exc
 
 
 # What is known about an action, in the order it can only grow: a decision, then delivery

@@ -1,4 +1,5 @@
-"""``safar.history`` -> PostgreSQL, in batches, idempotently.
+"""``safar.history`` and ``safar.events`` (the event archive) -> PostgreSQL, in batches,
+idempotently.
 
 Each batch is decoded, written in one transaction (``INSERT ... ON CONFLICT DO NOTHING``
 on the records' ids), and only then are its offsets committed: a crash replays records
@@ -20,7 +21,12 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.api import metrics
-from services.api.history.records import RecordDecodeError, decode_record
+from services.api.history.records import (
+    HistoryRecord,
+    RecordDecodeError,
+    archived_event,
+    decode_record,
+)
 from services.api.history.service import BatchResult, Received, record_batch
 from shared.dead_letters import dead_letter
 from shared.kafka import make_consumer, stop_consumer
@@ -44,7 +50,7 @@ class _FinishBatchBeforeRevoke(ConsumerRebalanceListener):
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self._lock:
             for tp in revoked:
-                metrics.RECORDER_LAG.remove(str(tp.partition))
+                metrics.RECORDER_LAG.remove(tp.topic, str(tp.partition))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("recorder assigned partitions %s", sorted(tp.partition for tp in assigned))
@@ -83,7 +89,10 @@ class HistoryRecorder:
         )
         await consumer.start()
         self._consumer = consumer
-        consumer.subscribe([self._topics.history], listener=_FinishBatchBeforeRevoke(self._lock))
+        consumer.subscribe(
+            [self._topics.history, self._topics.events],
+            listener=_FinishBatchBeforeRevoke(self._lock),
+        )
         self._task = asyncio.create_task(self._run(consumer), name="history-recorder")
         self._task.add_done_callback(self._on_done)
         metrics.RECORDER_RUNNING.set(1)
@@ -144,8 +153,21 @@ class HistoryRecorder:
         for records in batch.values():
             for record in records:
                 try:
-                    decoded = decode_record(record.value)
+                    if record.topic == self._topics.events:
+                        decoded: HistoryRecord = archived_event(record.value)
+                    else:
+                        decoded = decode_record(record.value)
                 except RecordDecodeError as exc:
+                    if record.topic == self._topics.events:
+                        # The orchestrator dead-letters the events it cannot read.
+                        log.info(
+                            "not archiving %s/%d@%d: %s",
+                            record.topic,
+                            record.partition,
+                            record.offset,
+                            exc,
+                        )
+                        continue
                     await self._dead_letter(record, str(exc))
                     continue
                 received.append(Received(decoded, _produced_at(record, decoded.at)))
@@ -223,7 +245,9 @@ class HistoryRecorder:
             if highwater is None:
                 continue
             position = await consumer.position(tp)
-            metrics.RECORDER_LAG.labels(str(tp.partition)).set(max(highwater - position, 0))
+            metrics.RECORDER_LAG.labels(tp.topic, str(tp.partition)).set(
+                max(highwater - position, 0)
+            )
 
     async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], error: str) -> None:
         log.warning(
