@@ -128,13 +128,20 @@ async def test_five_thousand_waits_survive_sigkill_and_fire_exactly_once(
     assert time.time() < t0 + 15, "the premise: the kill comes before any wait is due"
     orchestrator.kill()
     await asyncio.sleep(max(0.0, t0 + 18 - time.time()))  # down while ~half come due
-    restarted = time.monotonic()
+    restarted = time.time()
+    overdue = {
+        (customer, cart)
+        for i, (customer, cart) in enumerate(carts)
+        if t0 + 15 + (i % 60) / 10 < restarted
+    }
+    assert 1000 < len(overdue) < 5000
     await orchestrator.start()
     async with TopicReader(settings, Topics(settings.namespace).actions) as reader:
+        await reader.until(lambda v: overdue <= set(nudged(v)), timeout=60, what="overdue nudges")
+        caught_up = time.time() - restarted
         values = await reader.until(
             lambda v: len(nudged(v)) == 5000, timeout=60, what="5000 distinct nudges"
         )
-        caught_up = time.monotonic() - restarted
         counts = nudged(values)
         ids = Counter(a.action_id for a in actions(values))
     assert set(counts) == set(carts)
@@ -143,7 +150,8 @@ async def test_five_thousand_waits_survive_sigkill_and_fire_exactly_once(
     # A duplicate can only come from a crash between publishing and storing: none here,
     # since the kill came before any wait was due.
     assert duplicates == 0, f"{duplicates} duplicate actions"
-    assert caught_up < 40, f"overdue waits took {caught_up:.1f}s after restart"
+    # Process start-up included: the waits that fell due while it was down fire within seconds.
+    assert caught_up < 15, f"overdue waits took {caught_up:.1f}s after restart"
 
 
 @pytest.mark.timeout(300)
