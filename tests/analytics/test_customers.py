@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -374,4 +375,22 @@ async def test_erasure_leaves_no_trace_and_a_later_event_starts_afresh(
         assert sorted(i["kind"] for i in items) == ["event", "transition"]
         [move] = [i for i in items if i["kind"] == "transition"]
         assert (move["to_stage"], move["move"]) == ("awareness", "enter")
+
+        # Both erasures are in the audit log, under a digest of the id, never the id itself.
+        reference = "sha256:" + hashlib.sha256(who.encode()).hexdigest()
+        audited = await client.get("/v1/audit", params={"target_kind": "customer"})
+        assert audited.status_code == 200, audited.text
+        entries = [e for e in audited.json() if e["target_key"] == reference]
+        assert [(e["action"], e["actor"]) for e in entries] == [
+            ("erase", "development admin"),
+            ("erase", "development admin"),
+        ]
+        # Newest first: the repeat erased nothing, the first erasure what its receipt said.
+        assert entries[0]["after"] == {"linked_ids": 0, "redis_keys": 0, "rows": 0}
+        assert entries[1]["after"] == {
+            "linked_ids": 1,
+            "redis_keys": receipt["redis_keys"],
+            "rows": sum(receipt["rows"].values()),
+        }
+        assert who not in audited.text
     assert f"customer erased: {who!r} by development admin" in api.log_path.read_text()

@@ -11,8 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api.audit.models import AuditRow
 
-TargetKind = Literal["journey", "rule", "source", "api_key", "bundle"]
-AuditAction = Literal["create", "update", "delete", "enable", "disable", "revoke", "apply"]
+TargetKind = Literal["journey", "rule", "source", "api_key", "bundle", "customer"]
+AuditAction = Literal["create", "update", "delete", "enable", "disable", "revoke", "apply", "erase"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 from datetime import datetime
@@ -39,6 +40,11 @@ _KIND_ORDER = {"event": 0, "transition": 1, "rule": 2, "action": 3, "conversion"
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def erasure_reference(customer_id: str) -> str:
+    """How the audit log names an erased customer: a digest, not the id itself."""
+    return "sha256:" + hashlib.sha256(customer_id.encode()).hexdigest()
 
 
 def glob_escape(value: str) -> str:

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query
 from redis.exceptions import RedisError
 
 from services.api import metrics
+from services.api.audit import service as audit_log
 from services.api.customers import service
 from services.api.customers.models import ActionOut, ErasureOut, TimelineOut
 from services.api.deps import Admin, KeysDep, RedisDep, SessionDep, SettingsDep, Viewer
@@ -102,6 +103,26 @@ async def erase_customer(
         raise ApiError(
             503, "unavailable", f"Redis is unavailable ({exc}); the erasure is safe to repeat"
         ) from exc
+    # The audit log proves the erasure without keeping the id: its key is a digest that
+    # someone who knows the id can recompute (`erasure_reference`).
+    async with session.begin():
+        await audit_log.record(
+            session=session,
+            actor=who.name,
+            changes=[
+                audit_log.Change(
+                    "customer",
+                    service.erasure_reference(customer_id),
+                    "erase",
+                    after={
+                        "linked_ids": len(linked),
+                        "redis_keys": redis_keys,
+                        "rows": sum(rows.values()),
+                    },
+                )
+            ],
+            config_version=None,
+        )
     metrics.ERASURES.inc()
     audit.info(
         "customer erased: %r by %s (linked ids %s; %d Redis keys, %d rows deleted)",
