@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from services.api.access.service import hash_secret
 from tests.config.conftest import ADMIN_NAME, Api, bearer
 
 pytestmark = pytest.mark.timeout(60)
@@ -29,7 +30,8 @@ rules:
     action: {channel: log, message: 'thanks {{ customer.id }}'}
 """
 
-# (method, path, the role it needs, request options), in an order that works when allowed.
+# (method, path, the role it needs, request options), in an order that works when allowed;
+# ``{source_id}`` is the source the allowed POST /v1/sources created.
 STEPS: list[tuple[str, str, str, dict[str, Any]]] = [
     ("GET", "/v1/journeys", "viewer", {}),
     ("GET", "/v1/journeys/purchase", "viewer", {}),
@@ -56,6 +58,7 @@ STEPS: list[tuple[str, str, str, dict[str, Any]]] = [
     ("GET", "/v1/audit", "viewer", {}),
     ("GET", "/v1/sources", "admin", {}),
     ("POST", "/v1/sources", "admin", {"json": {"name": "website"}}),
+    ("DELETE", "/v1/sources/{source_id}", "admin", {}),
     ("GET", "/v1/api-keys", "admin", {}),
     ("POST", "/v1/api-keys", "admin", {"json": {"name": "ci", "role": "viewer"}}),
 ]
@@ -72,7 +75,10 @@ async def test_every_endpoint_checks_the_role(api: Api) -> None:
     strangers = [{}, bearer("sk_not_a_key"), bearer(revoked["api_key"]), {"Authorization": "x"}]
     sources = len(await api.ok("GET", "/v1/sources", headers=api.admin))
 
-    for method, path, role, options in STEPS:
+    created: dict[str, str] = {}
+    write_key = ""
+    for method, template, role, options in STEPS:
+        path = template.format(**created)
         for stranger in strangers:
             response = await api.client.request(method, path, headers=stranger, **options)
             assert response.status_code == 401, (method, path, stranger, response.text)
@@ -88,9 +94,17 @@ async def test_every_endpoint_checks_the_role(api: Api) -> None:
         # Higher roles include lower ones; the step runs once, at the role it needs.
         allowed = await api.client.request(method, path, headers=headers[role], **options)
         assert allowed.is_success, (method, path, role, allowed.status_code, allowed.text)
+        if (method, path) == ("POST", "/v1/sources"):
+            created["source_id"] = allowed.json()["id"]
+            write_key = allowed.json()["write_key"]
+            assert hash_secret(write_key) in (await api.snapshots())[-1].write_keys
 
     # Denied calls changed nothing: only the allowed calls are in the audit log.
-    assert len(await api.ok("GET", "/v1/sources", headers=api.admin)) == sources + 1
+    listed = await api.ok("GET", "/v1/sources", headers=api.admin)
+    assert len(listed) == sources + 1
+    revoked_source = next(s for s in listed if s["id"] == created["source_id"])
+    assert revoked_source["name"] == "website" and revoked_source["revoked_at"] is not None
+    assert hash_secret(write_key) not in (await api.snapshots())[-1].write_keys  # ingest refuses it
     audit = await api.ok("GET", "/v1/audit", params={"limit": 1000}, headers=api.viewer)
     assert [(e["actor"], e["action"], e["target_kind"]) for e in reversed(audit)] == [
         (ADMIN_NAME, "create", "api_key"),
@@ -107,6 +121,7 @@ async def test_every_endpoint_checks_the_role(api: Api) -> None:
         ("editor key", "create", "rule"),  # ...thank-you created...
         ("editor key", "apply", "bundle"),  # ...in one configuration version
         (ADMIN_NAME, "create", "source"),
+        (ADMIN_NAME, "revoke", "source"),  # once: the denied DELETEs revoked nothing
         (ADMIN_NAME, "create", "api_key"),
     ]
 
@@ -120,6 +135,13 @@ async def test_an_admin_may_edit_and_key_routes_refuse_editors(api: Api) -> None
         "create",
         "thank-you",
     )
-    for method, path in (("DELETE", "/v1/api-keys/00000000-0000-0000-0000-000000000000"),):
-        refused = await api.client.request(method, path, headers=api.editor)
-        assert refused.status_code == 403
+    unknown = "00000000-0000-0000-0000-000000000000"
+    for path in (f"/v1/api-keys/{unknown}", f"/v1/sources/{unknown}"):
+        assert (await api.client.delete(path)).status_code == 401
+        for lower in (api.viewer, api.editor):
+            refused = await api.client.delete(path, headers=lower)
+            assert refused.status_code == 403, (path, refused.text)
+            assert refused.json()["code"] == "forbidden"
+        missing = await api.client.delete(path, headers=api.admin)
+        assert missing.status_code == 404, (path, missing.text)
+        assert missing.json()["code"] == "not_found" and unknown in missing.json()["message"]
