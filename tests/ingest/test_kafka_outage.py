@@ -149,3 +149,131 @@ async def test_a_stalled_broker_gets_503_at_the_deadline_then_recovers(outage: O
         accepted = await _recovers(client, outage)
     on_topic = {r.event.message_id for r in await events_on_topic(outage.settings)}
     assert accepted | {"before"} <= on_topic
+
+
+@dataclass(frozen=True)
+class Post:
+    """One request of a poster: when it was sent and answered, and how."""
+
+    started: float
+    answered: float
+    route: str
+    message_ids: tuple[str, ...]
+    status: int
+    code: str | None = None
+    retry_after: str | None = None
+
+
+async def _poster(
+    client: httpx.AsyncClient, outage: Outage, worker: int, posts: list[Post], done: asyncio.Event
+) -> None:
+    """Alternate single tracks and batches of five, each event with its own messageId."""
+    n = 0
+    while not done.is_set():
+        n += 1
+        ids = tuple(f"w{worker}-{n}-{j}" for j in range(1 if n % 2 else 5))
+        items = [
+            {"userId": f"u{worker}-{j}", "event": "E", "messageId": i} for j, i in enumerate(ids)
+        ]
+        route = "/v1/track" if len(ids) == 1 else "/v1/batch"
+        body = items[0] if len(ids) == 1 else {"batch": [{"type": "track", **m} for m in items]}
+        started = time.monotonic()
+        response = await client.post(
+            f"{outage.ingest.url}{route}", json=body, auth=(outage.write_key, "")
+        )
+        answered = time.monotonic()
+        code = response.json().get("code") if response.status_code != 200 else None
+        posts.append(
+            Post(
+                started,
+                answered,
+                route,
+                ids,
+                response.status_code,
+                code,
+                response.headers.get("retry-after"),
+            )
+        )
+        if response.status_code != 200:
+            await asyncio.sleep(0.02)  # pacing, as an SDK backs off: not a wait for a condition
+
+
+async def test_stopping_the_broker_while_clients_post_loses_no_200_and_ingest_recovers(
+    outage: Outage,
+) -> None:
+    posts: list[Post] = []
+    done = asyncio.Event()
+    marks: dict[str, float] = {}
+
+    def answered(status: int, *, after: str, route: str | None = None) -> int:
+        return sum(
+            1
+            for p in posts
+            if p.status == status and p.started > marks.get(after, 0.0) and route in (None, p.route)
+        )
+
+    async def count(probe: Callable[[], int]) -> int:
+        for task in workers:  # a poster that died (e.g. a connection error) fails the test
+            if task.done():
+                task.result()
+        return probe()
+
+    async with httpx.AsyncClient(timeout=10) as client:
+        workers = [asyncio.create_task(_poster(client, outage, w, posts, done)) for w in range(4)]
+        try:
+            await eventually(
+                lambda: count(lambda: answered(200, after="", route="/v1/batch")),
+                lambda n: n >= 8,
+                timeout=30,
+                what="200s before the outage",
+            )
+            marks["read"] = time.monotonic()
+            on_topic_before = {r.event.message_id for r in await events_on_topic(outage.settings)}
+            await asyncio.to_thread(outage.broker.stop)  # the posters keep posting meanwhile
+            marks["stopped"] = time.monotonic()
+            # Down until both routes have been refused for requests sent to the dead broker.
+            for route in ("/v1/track", "/v1/batch"):
+                await eventually(
+                    lambda r=route: count(lambda: answered(503, after="stopped", route=r)),
+                    lambda n: n >= 4,
+                    timeout=30,
+                    what=f"503s on {route} while the broker is down",
+                )
+            marks["restarting"] = time.monotonic()
+            await asyncio.to_thread(outage.broker.start)
+            await ensure_topics(outage.settings)
+            marks["restarted"] = time.monotonic()
+            for route in ("/v1/track", "/v1/batch"):
+                await eventually(
+                    lambda r=route: count(lambda: answered(200, after="restarted", route=r)),
+                    lambda n: n >= 4,
+                    timeout=30,
+                    what=f"200s on {route} after the broker is back",
+                )
+        finally:
+            done.set()
+            await asyncio.gather(*workers)
+        accepted_after = await _recovers(client, outage)  # and sequential posts succeed too
+
+    refused = [p for p in posts if p.status != 200]
+    assert {p.status for p in refused} <= {503}, [p for p in refused if p.status != 503]
+    assert all(p.code == "unavailable" and int(p.retry_after or 0) >= 1 for p in refused)
+    # A stopped broker acknowledges nothing: a request sent after it exited and answered
+    # before it was started again can only be refused.
+    while_down = [
+        p for p in posts if p.started > marks["stopped"] and p.answered < marks["restarting"]
+    ]
+    assert while_down and all(p.status == 503 for p in while_down), while_down
+    ok = [p for p in posts if p.status == 200]
+    # Answered before the read began: on the topic as read before the stop.
+    early = {i for p in ok if p.answered < marks["read"] for i in p.message_ids}
+    assert early and early <= on_topic_before, sorted(early - on_topic_before)[:10]
+    # Sent after the broker exited: only the restarted broker can have acknowledged them.
+    # (The broker keeps its log in memory, so 200s answered between the read and the stop
+    # went down with it and cannot be checked here.)
+    late = {i for p in ok if p.started > marks["stopped"] for i in p.message_ids}
+    on_topic = {r.event.message_id for r in await events_on_topic(outage.settings)}
+    assert late and late | accepted_after <= on_topic, sorted((late | accepted_after) - on_topic)[
+        :10
+    ]
+    assert outage.ingest.proc is not None and outage.ingest.proc.poll() is None
