@@ -1,8 +1,9 @@
 """The events loop: safar.events -> profiles, stages, waits -> safar.actions/history.
 
-Effects go first (actions and history records acknowledged by Kafka, new timers indexed),
-then the profile is written with compare-and-set, then the offset is committed. A crash
-anywhere replays records that the profile's offsets and message ids recognise as applied.
+Effects go first (actions and history records acknowledged by Kafka), then the profile is
+written with compare-and-set and its new timers indexed, then the offset is committed. A
+crash anywhere replays records that the profile's offsets and message ids recognise as
+applied.
 """
 
 from __future__ import annotations
@@ -196,6 +197,7 @@ class EventConsumer:
                 results.append(result)
             await self._publish(results)
             lost = await self._store_results([r for r in results if r.changed])
+            await self._repair_index(results)
             self._count(r for r in results if r.profile.id not in lost)
             if lost:
                 log.info("%d profiles changed under us; reprocessing them", len(lost))
@@ -257,17 +259,33 @@ class EventConsumer:
             await asyncio.gather(*dead)
 
     async def _store_results(self, results: list[_CustomerResult]) -> set[str]:
-        """Index new timers, write profiles (CAS), then drop finished timers and merged
-        anonymous profiles. Returns the customers another writer changed meanwhile."""
-        await self._waits.add(
-            entry for r in results for entry in timer_entries(r.profile) - r.timers_before
-        )
+        """Write profiles (CAS), then index their new timers, drop finished timers and
+        merged anonymous profiles. Returns the customers another writer changed meanwhile.
+
+        Timers are indexed only once their wait is stored: a timer loop that claimed an
+        entry before would find no wait and drop the entry as stale. A crash between the
+        write and the indexing replays the batch, and :meth:`_repair_index` puts the
+        entries back."""
         saved = await self._store.save_many([(r.profile, r.version) for r in results])
         lost = {r.profile.id for r, ok in zip(results, saved, strict=True) if not ok}
         done = [r for r in results if r.profile.id not in lost]
+        await self._waits.add(
+            entry for r in done for entry in timer_entries(r.profile) - r.timers_before
+        )
         await self._waits.remove(e for r in done for e in _gone(r.timers_before, r.profile))
         await self._store.delete_many([m for r in done for m in r.merged])
         return lost
+
+    async def _repair_index(self, results: list[_CustomerResult]) -> None:
+        """A replayed batch changes no profile, but the crash it follows may have come after
+        a profile write and before its timers were indexed: index any that are missing
+        (without touching entries a timer loop holds)."""
+        await self._waits.add_missing(
+            entry
+            for r in results
+            if not r.changed and any(not o.applied for o in r.outcomes)
+            for entry in timer_entries(r.profile)
+        )
 
     async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], error: str) -> None:
         await dead_letter(

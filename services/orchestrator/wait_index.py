@@ -65,6 +65,17 @@ class WaitIndex:
             if count:
                 await pipe.execute()
 
+    async def add_missing(self, entries: Iterable[TimerEntry]) -> None:
+        """Add entries that are not in the index; existing ones (maybe claimed, their score
+        a lease) are left as they are."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            count = 0
+            for entry in entries:
+                pipe.zadd(self.shard(entry.customer_id), {entry.member: entry.due}, nx=True)
+                count += 1
+            if count:
+                await pipe.execute()
+
     async def remove(self, entries: Iterable[TimerEntry]) -> None:
         async with self._redis.pipeline(transaction=False) as pipe:
             count = 0

@@ -447,3 +447,28 @@ async def test_holdout_records_held_out_for_the_control_group_and_sends_for_the_
         (treated, "triggered"): 2,
         (treated, "fired"): 2,
     }
+
+
+# --- timers are indexed after their wait is stored ----------------------------------------
+
+
+async def test_a_replayed_batch_indexes_the_timer_a_crash_left_out(settings: Settings) -> None:
+    async with engine(settings, [QUIET_NUDGE]) as safar:
+        added = event("max", "Product Added", at=at(T0), cart_id="m1")
+        await safar.handle([added])
+        due = at(T0 + timedelta(minutes=30))
+        assert await safar.timer_due("max", "nudge", "m1") == due
+        # A crash after the profile write, before its timer was indexed:
+        await safar.redis.zrem(
+            safar.waits.shard("max"), TimerEntry("max", "nudge", "m1", 0.0).member
+        )
+        assert await safar.timer_due("max", "nudge", "m1") is None
+        # The batch comes again: nothing is applied twice, and the timer is back.
+        await safar.handle([added])
+        assert (await safar.profile("max")).counts == {"Product Added": 1}
+        assert await safar.timer_due("max", "nudge", "m1") == due
+        # A timer loop's claim (its lease is the score) is never reset by a replay.
+        [claimed] = await safar.waits.claim(safar.waits.shard("max"), due, lease=60, limit=10)
+        await safar.handle([added])
+        assert await safar.timer_due("max", "nudge", "m1") == due + 60
+        assert claimed.customer_id == "max"
