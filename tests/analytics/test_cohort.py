@@ -1,10 +1,12 @@
 """A scripted cohort through ingest -> orchestrator -> safar.history -> recorder, and the
-exact funnel and paths it must produce (the default purchase journey)."""
+exact funnel and paths it must produce (the default purchase journey); the same cohort
+under three rules, and the exact stats of each."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -61,22 +63,34 @@ GROUPS: dict[str, tuple[int, list[tuple[str, timedelta]]]] = {
 TRANSITIONS = 220
 
 
-def cohort_batch() -> list[dict[str, Any]]:
-    """Each customer starts a second after the previous one; their events in order."""
+Clock = Callable[[int, timedelta], datetime]
+
+
+def historic(index: int, offset: timedelta) -> datetime:
+    """Customer ``index`` starts ``index`` seconds after T0; ``offset`` is the step's own."""
+    return T0 + timedelta(seconds=index) + offset
+
+
+def cohort_batch(
+    clock: Clock = historic, keep: Callable[[str], bool] = lambda name: True
+) -> list[dict[str, Any]]:
+    """Each customer's events (those whose name ``keep`` accepts) in order, stamped by
+    ``clock``; a message id names the customer and the step, whichever events are kept."""
     batch: list[dict[str, Any]] = []
     index = 0
     for group, (size, steps) in GROUPS.items():
         for n in range(size):
             customer = f"{group}-{n:02d}"
-            start = T0 + timedelta(seconds=index)
             for step, (name, offset) in enumerate(steps):
+                if not keep(name):
+                    continue
                 batch.append(
                     {
                         "type": "track",
                         "userId": customer,
                         "event": name,
                         "messageId": f"{customer}-{step}",
-                        "timestamp": format_time(start + offset),
+                        "timestamp": format_time(clock(index, offset)),
                     }
                 )
             index += 1
@@ -245,3 +259,143 @@ async def _produce(
     for key, value in records:
         await producer.send(topic, value, key=key)
     await producer.flush()
+
+
+ORDER = "Order Completed"
+# An immediate rule: every order is thanked at once (45 orders).
+THANK_YOU = {
+    "key": "thank-you",
+    "trigger": {"event": ORDER},
+    "action": {"channel": "log", "message": "thank you"},
+}
+# A wait with `unless`: due 2 s + 15 s grace after the add. The 25 buyers' orders are stamped
+# within the 2 s and cancel their nudge; D and E (15) never buy and are nudged. The grace
+# gives a loaded machine 15 s to process the orders before any nudge could fire.
+ABANDONED_CART = {
+    "key": "abandoned-cart",
+    "trigger": {"event": "Product Added"},
+    "wait": {"for": "2s", "grace": "15s", "unless": {"event": ORDER}},
+    "action": {"channel": "log", "message": "your cart misses you"},
+}
+# A holdout with a goal: everyone entering decision (40) is offered, 30% held out by the
+# deterministic hash of customer and rule (shared/engine/policies.py: in_holdout) - here
+# D-08, E-01, E-02, E-04, F-02, F-06, G-01, H-01 and H-02, of whom the last five buy.
+DECISION_OFFER = {
+    "key": "decision-offer",
+    "trigger": {"stage_entered": {"journey": "purchase", "stage": "decision"}},
+    "holdout": 0.3,
+    "goal": {"event": ORDER, "within": "1h"},
+    "action": {"channel": "log", "message": "an offer"},
+}
+RULES = [THANK_YOU, ABANDONED_CART, DECISION_OFFER]
+
+_NO_HOLDOUT = {"customers": 0, "conversions": 0, "conversion_rate": None}
+_ZERO = {"scheduled": 0, "cancelled": 0, "suppressed": 0, "held_out": 0, "errors": 0}
+_DELIVERED = {"failed": 0, "retrying": 0}
+EXPECTED_STATS: dict[str, dict[str, Any]] = {
+    "thank-you": _ZERO | _DELIVERED | {
+        "rule": "thank-you", "triggered": 45, "fired": 45, "sent": 45,
+        "treated": {"customers": 45, "conversions": 0, "conversion_rate": 0.0},
+        "holdout": _NO_HOLDOUT, "uplift": None, "relative_uplift": None,
+    },
+    "abandoned-cart": _ZERO | _DELIVERED | {
+        "rule": "abandoned-cart", "triggered": 40, "scheduled": 40, "cancelled": 25,
+        "fired": 15, "sent": 15,
+        "treated": {"customers": 15, "conversions": 0, "conversion_rate": 0.0},
+        "holdout": _NO_HOLDOUT, "uplift": None, "relative_uplift": None,
+    },
+    # Treated: 31 offered, 20 of them buy (one conversion each, H's first order); holdout:
+    # 9, 5 of whom buy.
+    "decision-offer": _ZERO | _DELIVERED | {
+        "rule": "decision-offer", "triggered": 40, "held_out": 9, "fired": 31, "sent": 31,
+        "treated": {"customers": 31, "conversions": 20,
+                    "conversion_rate": pytest.approx(20 / 31)},
+        "holdout": {"customers": 9, "conversions": 5, "conversion_rate": pytest.approx(5 / 9)},
+        "uplift": pytest.approx(20 / 31 - 5 / 9),
+        "relative_uplift": pytest.approx((20 / 31 - 5 / 9) / (5 / 9)),
+    },
+}  # fmt: skip
+_COUNTS = ("triggered", "scheduled", "cancelled", "suppressed", "held_out", "fired", "errors",
+           "sent", "failed", "retrying")  # fmt: skip
+
+
+def _counts(stats: dict[str, Any]) -> list[int]:
+    """Every count of a rule's stats; each only grows as the history is recorded."""
+    groups = [stats[g][k] for g in ("treated", "holdout") for k in ("customers", "conversions")]
+    return [stats[k] for k in _COUNTS] + groups
+
+
+async def test_the_cohort_under_rules_gives_the_exact_rule_stats(
+    credentials: Credentials, service: Callable[..., ServiceProcess]
+) -> None:
+    api = await service("api").start()
+    headers = {"Authorization": f"Bearer {credentials.admin_key}"}
+    async with httpx.AsyncClient(base_url=api.url, headers=headers, timeout=10) as client:
+        # The rules exist before the orchestrator starts (it is ready once it has the latest
+        # configuration), so no event is processed without them.
+        for rule in RULES:
+            created = await client.post("/v1/rules", json=rule)
+            assert created.status_code == 201, created.text
+        await service("orchestrator").start()
+        ingest = await service("ingest").start()
+
+        async def stats() -> dict[str, dict[str, Any]]:
+            found = {}
+            for key in EXPECTED_STATS:
+                response = await client.get(f"/v1/rules/{key}/stats")
+                assert response.status_code == 200, response.text
+                found[key] = {
+                    k: v for k, v in response.json().items() if k not in ("since", "until")
+                }
+            return found
+
+        async def send(batch: list[dict[str, Any]]) -> None:
+            response = await client.post(
+                f"{ingest.url}/v1/batch", json={"batch": batch}, auth=(credentials.write_key, "")
+            )
+            assert response.status_code == 200, response.text
+
+        # Everything but the orders, now: 40 carts start their waits.
+        t0 = datetime.now(UTC)
+        await send(cohort_batch(lambda index, offset: t0, keep=lambda name: name != ORDER))
+        scheduled = await eventually(
+            stats,
+            lambda s: s["abandoned-cart"]["scheduled"] >= 40,
+            timeout=15,
+            what="the carts' waits recorded",
+        )
+        assert scheduled["abandoned-cart"]["cancelled"] == 0
+        assert scheduled["abandoned-cart"]["fired"] == 0
+        # The orders, stamped a second after the carts (before their waits' deadline).
+        ordered = t0 + timedelta(seconds=1)
+        await asyncio.sleep(max(0.0, (ordered - datetime.now(UTC)).total_seconds()))
+        await send(cohort_batch(lambda index, offset: ordered, keep=lambda name: name == ORDER))
+
+        def complete(found: dict[str, dict[str, Any]]) -> bool:
+            return all(
+                actual >= wanted
+                for key, expected in EXPECTED_STATS.items()
+                for actual, wanted in zip(_counts(found[key]), _counts(expected), strict=True)
+            )
+
+        # The nudges fire 17 s after the carts; every count only grows, so once each has
+        # reached its expected value any difference left is a real one.
+        found = await eventually(stats, complete, timeout=60, what="every rule's history")
+        assert found == EXPECTED_STATS
+
+        # The journey moves are the cohort's, whatever the clock and the rules.
+        async def paths() -> dict[str, Any]:
+            response = await client.get("/v1/journeys/purchase/paths")
+            assert response.status_code == 200, response.text
+            return dict(response.json())
+
+        observed = await eventually(
+            paths,
+            lambda p: sum(m["transitions"] for m in p["paths"]) >= TRANSITIONS,
+            timeout=30,
+            what="cohort recorded",
+        )
+        assert [
+            {k: p[k] for k in ("from_stage", "to_stage", "move", "transitions")}
+            for p in observed["paths"]
+        ] == EXPECTED_PATHS

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests.conftest import Credentials
-from tests.stack import ServiceProcess
+from tests.stack import ServiceProcess, eventually, metric_value
 
 try:  # a real PromQL parser when installed (pip install promql-parser)
     import promql_parser
@@ -51,16 +51,16 @@ OWNERS = DESIGN_METRICS | {
     "safar_recorder_retries_total": "api",
     "safar_recorder_running": "api",
 }
-# Registered by the rule engine, the timer loop and the dispatcher of the orchestrator,
-# which are being built: until their modules are imported by the running process these
-# names appear only after first use. Listed so the check below says so instead of failing.
-EMITTED_AFTER_FIRST_USE = {
-    "safar_rule_outcomes_total": "orchestrator",
-    "safar_waits_pending": "orchestrator",
-    "safar_wait_lateness_seconds": "orchestrator",
-    "safar_actions_total": "orchestrator",
-    "safar_action_delivery_seconds": "orchestrator",
-    "safar_event_to_action_seconds": "orchestrator",
+# What a rule with a wait and an action reports. The labelled ones show only their HELP
+# and TYPE lines until first use, the others stay at zero: the live check drives one event
+# through such a rule and expects samples of each, with the counts that event gives.
+DRIVEN_BY_TRAFFIC = {
+    "safar_rule_outcomes_total",
+    "safar_waits_pending",
+    "safar_wait_lateness_seconds",
+    "safar_actions_total",
+    "safar_action_delivery_seconds",
+    "safar_event_to_action_seconds",
 }
 BUILTIN = {"up"}
 GRAFANA_VARIABLES = {
@@ -226,30 +226,87 @@ def _exposed(text: str) -> set[str]:
     return names
 
 
-@pytest.mark.timeout(90)
+def _sampled(text: str) -> set[str]:
+    """Base names with at least one sample (HELP and TYPE lines alone do not count)."""
+    return {
+        base_name(re.split(r"[{ ]", line, maxsplit=1)[0])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
+
+
+# One event through a rule with a short wait and a log action: it is triggered and
+# scheduled, the timer fires it, the dispatcher delivers it.
+NUDGE = {
+    "key": "deploy-nudge",
+    "trigger": {"event": "Product Added"},
+    "wait": {"for": "1s"},
+    "action": {"channel": "log", "message": "nudge {{ customer.id }}"},
+}
+
+
+@pytest.mark.timeout(120)
 async def test_every_metric_of_the_alerts_and_dashboard_is_exposed_by_its_service(
     credentials: Credentials, service: Callable[..., ServiceProcess]
 ) -> None:
-    processes = {
-        "api": await service("api").start(),
-        "orchestrator": await service("orchestrator").start(),
-        "ingest": await service("ingest").start(),
-    }
+    api = await service("api").start()
+    headers = {"Authorization": f"Bearer {credentials.admin_key}"}
     async with httpx.AsyncClient(timeout=10) as client:
-        exposed = {
-            name: _exposed((await client.get(f"{process.url}/metrics")).text)
+        # The rule exists before the orchestrator starts: it is ready with the latest config.
+        created = await client.post(f"{api.url}/v1/rules", json=NUDGE, headers=headers)
+        assert created.status_code == 201, created.text
+        processes = {
+            "api": api,
+            "orchestrator": await service("orchestrator").start(),
+            "ingest": await service("ingest").start(),
+        }
+        sent = await client.post(
+            f"{processes['ingest'].url}/v1/track",
+            json={"userId": "deploy-check", "event": "Product Added"},
+            auth=(credentials.write_key, ""),
+        )
+        assert sent.status_code == 200, sent.text
+
+        async def orchestrator_metrics() -> str:
+            return (await client.get(f"{processes['orchestrator'].url}/metrics")).text
+
+        def delivered(text: str) -> bool:
+            return (
+                metric_value(text, "safar_actions_total", channel="log", status="sent") >= 1
+                and metric_value(text, "safar_event_to_action_seconds_count") >= 1
+                and metric_value(text, "safar_rule_outcomes_total", outcome="fired") >= 1
+                and metric_value(text, "safar_waits_pending") == 0
+            )
+
+        await eventually(orchestrator_metrics, delivered, timeout=60, what="the nudge delivered")
+        texts = {
+            name: (await client.get(f"{process.url}/metrics")).text
             for name, process in processes.items()
         }
+    exposed = {name: _exposed(text) for name, text in texts.items()}
     missing = []
     for name in sorted(used_names() - BUILTIN):
         owner = OWNERS.get(base_name(name))
         assert owner is not None, f"{name}: add it to OWNERS with the service exposing it"
         if name in exposed[owner] or base_name(name) in exposed[owner]:
             continue
-        if EMITTED_AFTER_FIRST_USE.get(base_name(name)) == owner:
-            continue
         missing.append(f"{name} (expected from {owner})")
     assert not missing, "not exposed: " + ", ".join(missing)
+    # The rule's decisions, its wait and its delivery have real samples by now.
+    assert {base_name(n) for n in used_names()} >= DRIVEN_BY_TRAFFIC
+    orchestrator = texts["orchestrator"]
+    unsampled = DRIVEN_BY_TRAFFIC - _sampled(orchestrator)
+    assert not unsampled, f"no samples after traffic: {sorted(unsampled)}"
+    for outcome in ("triggered", "scheduled", "fired"):
+        assert (
+            metric_value(
+                orchestrator, "safar_rule_outcomes_total", rule="deploy-nudge", outcome=outcome
+            )
+            == 1
+        ), outcome
+    assert metric_value(orchestrator, "safar_wait_lateness_seconds_count") == 1
+    assert metric_value(orchestrator, "safar_action_delivery_seconds_count", channel="log") == 1
+    assert metric_value(orchestrator, "safar_actions_total") == 1
     # The api's own metrics exist from the start, whatever the traffic.
     for name in ("safar_recorder_records_total", "safar_recorder_lag", "safar_recorder_running"):
         assert name in exposed["api"], name
