@@ -41,7 +41,7 @@ async def test_apply_export_and_api_keys_from_the_command_line(
     assert "+ rule thank-you" in lines and "+ rule delivery-follow-up" in lines
     assert "0 to create" not in preview.stdout
     assert lines[-2:] == [
-        "5 to create, 1 to update, 0 to delete, 0 unchanged",
+        "6 to create, 1 to update, 0 to delete, 0 unchanged",
         "dry run: nothing was changed",
     ]
     async with httpx.AsyncClient() as client:
