@@ -65,11 +65,12 @@ async def test_apply_export_and_api_keys_from_the_command_line(
         "loyalty-offer",
         "support-ticket-to-crm",
         "thank-you",
+        "thank-you-crm",
     ]
     again = run("apply", "-f", str(exported), url=api.url, key=admin)
     assert again.exit_code == 0, again.output
     assert again.stdout.splitlines()[-2:] == [
-        "0 create, 0 update, 0 delete, 6 unchanged",
+        "0 create, 0 update, 0 delete, 7 unchanged",
         "nothing to apply",
     ]
     as_json = run("export", "--format", "json", url=api.url, key=admin)
