@@ -62,6 +62,15 @@ async def _config_version(orchestrator: ServiceProcess) -> float:
     return metric_value(text, "safar_config_version")
 
 
+async def _version_active(orchestrator: ServiceProcess, version: int) -> None:
+    await eventually(
+        lambda: _config_version(orchestrator),
+        lambda v: v == version,
+        timeout=60,
+        what=f"configuration version {version} active",
+    )
+
+
 async def _stages(settings: Settings, customers: list[str]) -> dict[str, str | None]:
     """Each customer's stage in ``purchase`` once all of its events are applied."""
     redis = Redis.from_url(settings.require("redis_url"))
@@ -103,12 +112,7 @@ async def _run_scenario(
 ) -> None:
     """Events under the first version, the change while the orchestrator runs, and the same
     events again: stages and actions follow whichever version was in force."""
-    await eventually(
-        lambda: _config_version(orchestrator),
-        lambda v: v == first_version,
-        timeout=60,
-        what=f"configuration version {first_version} active",
-    )
+    await _version_active(orchestrator, first_version)
     await produce_events(settings, [event(c, name) for c, name in BEFORE])
     assert await _stages(settings, ["ann", "bea", "cid"]) == {
         "ann": "decision",
@@ -122,12 +126,7 @@ async def _run_scenario(
 
     second_version = await change()
     assert second_version > first_version
-    await eventually(
-        lambda: _config_version(orchestrator),
-        lambda v: v == second_version,
-        timeout=60,
-        what=f"configuration version {second_version} active",
-    )
+    await _version_active(orchestrator, second_version)
     # Straight after the swap: the very first events see the new version.
     await produce_events(settings, [event(c, name) for c, name in AFTER])
     assert await _stages(settings, ["dan", "eve", "fay"]) == {

@@ -218,6 +218,15 @@ async def test_stopping_the_broker_while_clients_post_loses_no_200_and_ingest_re
                 task.result()
         return probe()
 
+    async def on_both_routes(status: int, *, after: str) -> None:
+        for route in ("/v1/track", "/v1/batch"):
+            await eventually(
+                lambda r=route: count(lambda: answered(status, after=after, route=r)),
+                lambda n: n >= 4,
+                timeout=30,
+                what=f"{status}s on {route} after {after}",
+            )
+
     async with httpx.AsyncClient(timeout=10) as client:
         workers = [asyncio.create_task(_poster(client, outage, w, posts, done)) for w in range(4)]
         try:
@@ -232,24 +241,12 @@ async def test_stopping_the_broker_while_clients_post_loses_no_200_and_ingest_re
             await asyncio.to_thread(outage.broker.stop)  # the posters keep posting meanwhile
             marks["stopped"] = time.monotonic()
             # Down until both routes have been refused for requests sent to the dead broker.
-            for route in ("/v1/track", "/v1/batch"):
-                await eventually(
-                    lambda r=route: count(lambda: answered(503, after="stopped", route=r)),
-                    lambda n: n >= 4,
-                    timeout=30,
-                    what=f"503s on {route} while the broker is down",
-                )
+            await on_both_routes(503, after="stopped")
             marks["restarting"] = time.monotonic()
             await asyncio.to_thread(outage.broker.start)
             await ensure_topics(outage.settings)
             marks["restarted"] = time.monotonic()
-            for route in ("/v1/track", "/v1/batch"):
-                await eventually(
-                    lambda r=route: count(lambda: answered(200, after="restarted", route=r)),
-                    lambda n: n >= 4,
-                    timeout=30,
-                    what=f"200s on {route} after the broker is back",
-                )
+            await on_both_routes(200, after="restarted")
         finally:
             done.set()
             await asyncio.gather(*workers)
