@@ -364,14 +364,7 @@ class Dispatcher:
         )
         if recorded is None:
             return False
-        await self._publish_history(
-            action,
-            recorded.status,
-            recorded.attempt,
-            recorded.status_code,
-            recorded.error,
-            recorded.at,
-        )
+        await self._publish_outcome(action, recorded)
         metrics.ACTIONS.labels(_channel_label(action), "duplicate").inc()
         log.debug("action %s already %s; skipped", action.action_id, recorded.status)
         return True
@@ -426,12 +419,7 @@ class Dispatcher:
         scheduled: bool,
     ) -> None:
         outcome = RecordedOutcome("sent", attempt, delivered.status_code, None, format_time(now))
-        await self._persist(partial(self._outcomes.record, action.action_id, outcome), "recording")
-        await self._publish_history(
-            action, "sent", attempt, delivered.status_code, None, outcome.at
-        )
-        if scheduled:
-            await self._persist(partial(self._retries.remove, action.action_id), "unscheduling")
+        await self._finish(action, outcome, scheduled=scheduled)
         received = _parse_time(action.trigger_received_at)
         if received is not None:
             metrics.EVENT_TO_ACTION.observe(max((now - received).total_seconds(), 0.0))
@@ -494,15 +482,25 @@ class Dispatcher:
         )
         metrics.DLQ.labels(kind="action").inc()
         outcome = RecordedOutcome("failed", attempt, error.status_code, reason, format_time(now))
-        await self._persist(partial(self._outcomes.record, action.action_id, outcome), "recording")
-        await self._publish_history(
-            action, "failed", attempt, error.status_code, reason, outcome.at
-        )
-        if scheduled:
-            await self._persist(partial(self._retries.remove, action.action_id), "unscheduling")
+        await self._finish(action, outcome, scheduled=scheduled)
         log.warning("action %s failed after %d attempt(s): %s", action.action_id, attempt, reason)
 
     # --- effects -------------------------------------------------------------------------
+
+    async def _finish(
+        self, action: ActionRecord, outcome: RecordedOutcome, *, scheduled: bool
+    ) -> None:
+        """A final outcome: recorded (a redelivery then skips the action), published to
+        history, and the action's retry, if it had one, unscheduled."""
+        await self._persist(partial(self._outcomes.record, action.action_id, outcome), "recording")
+        await self._publish_outcome(action, outcome)
+        if scheduled:
+            await self._persist(partial(self._retries.remove, action.action_id), "unscheduling")
+
+    async def _publish_outcome(self, action: ActionRecord, outcome: RecordedOutcome) -> None:
+        await self._publish_history(
+            action, outcome.status, outcome.attempt, outcome.status_code, outcome.error, outcome.at
+        )
 
     async def _publish_history(
         self,
