@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     orchestrator_batch_size: int = Field(default=2000, ge=1)
     # ...topped up for at most this long when the first fetch is small.
     orchestrator_gather_s: float = Field(default=0.005, ge=0)
-    # Timer loop: poll interval, claim lease, claims per shard per tick, index shards.
+    # Timer loop: poll interval, claim lease, claims per tick (all shards), index shards.
     timer_poll_s: float = Field(default=0.1, gt=0)
     timer_lease_s: float = Field(default=30.0, gt=0)
     timer_batch: int = Field(default=500, ge=1)

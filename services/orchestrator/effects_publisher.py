@@ -33,13 +33,21 @@ def _entry(customer_id: str, wait: PendingWait) -> TimerEntry:
 
 
 class EffectsPublisher:
+    """Queues the records of outcomes and sends them in per-partition batches.
+
+    One publisher serves one batch of work, retries included: a record whose id it already
+    had acknowledged (an outcome decided again after a lost compare-and-set) is not sent
+    twice. Downstream recognises repeated ids anyway; this keeps them off the topics."""
+
     def __init__(self, producer: AIOKafkaProducer, topics: Topics) -> None:
         self._producer = producer
         self._topics = topics
         self._records: dict[str, list[tuple[bytes, bytes]]] = {}
+        self._queued: list[tuple[str, str]] = []  # (topic, record id)
+        self._acknowledged: set[tuple[str, str]] = set()
         self._decisions: Counter[tuple[str, str]] = Counter()  # counted once Kafka has them
 
-    async def add(
+    def add(
         self,
         customer_id: str,
         at: str,
@@ -53,12 +61,14 @@ class EffectsPublisher:
         history = self._topics.history
         for move in transitions:
             assert event is not None
-            await self._send(
+            rid = record_id("transition", customer_id, move.journey, event.message_id)
+            self._queue(
                 history,
                 key,
+                rid,
                 encode_record(
                     "transition",
-                    record_id("transition", customer_id, move.journey, event.message_id),
+                    rid,
                     customer_id,
                     journey=move.journey,
                     from_stage=move.from_stage,
@@ -69,12 +79,14 @@ class EffectsPublisher:
                 ),
             )
         for outcome in effects.rule_outcomes:
-            await self._send(
+            rid = record_id("rule", customer_id, outcome.rule, outcome.outcome, outcome.cause)
+            if self._queue(
                 history,
                 key,
+                rid,
                 encode_record(
                     "rule",
-                    record_id("rule", customer_id, outcome.rule, outcome.outcome, outcome.cause),
+                    rid,
                     customer_id,
                     rule=outcome.rule,
                     rule_version=outcome.rule_version,
@@ -84,15 +96,17 @@ class EffectsPublisher:
                     cause=outcome.cause,
                     at=at,
                 ),
-            )
-            self._decisions[outcome.rule, outcome.outcome] += 1
+            ):
+                self._decisions[outcome.rule, outcome.outcome] += 1
         for conversion in effects.conversions:
-            await self._send(
+            rid = record_id("conversion", conversion.action_id, conversion.event_id)
+            self._queue(
                 history,
                 key,
+                rid,
                 encode_record(
                     "conversion",
-                    record_id("conversion", conversion.action_id, conversion.event_id),
+                    rid,
                     customer_id,
                     rule=conversion.rule,
                     action_id=conversion.action_id,
@@ -102,14 +116,20 @@ class EffectsPublisher:
                 ),
             )
         for action in effects.actions:
-            await self._send(self._topics.actions, key, action.to_json())
+            self._queue(self._topics.actions, key, action.action_id, action.to_json())
 
-    async def _send(self, topic: str, key: bytes, value: bytes) -> None:
+    def _queue(self, topic: str, key: bytes, rid: str, value: bytes) -> bool:
+        """Queue one record unless its id was acknowledged already; True if queued."""
+        if (topic, rid) in self._acknowledged:
+            return False
         self._records.setdefault(topic, []).append((key, value))
+        self._queued.append((topic, rid))
+        return True
 
     async def flush(self) -> None:
         """Send everything queued in per-partition batches and wait for every ack."""
         records, self._records = self._records, {}
+        queued, self._queued = self._queued, []
         acks = [
             ack
             for topic, items in records.items()
@@ -117,6 +137,7 @@ class EffectsPublisher:
         ]
         if acks:
             await asyncio.gather(*acks)
+        self._acknowledged.update(queued)
         decisions, self._decisions = self._decisions, Counter()
         for (rule, outcome), n in decisions.items():
             metrics.RULE_OUTCOMES.labels(rule, outcome).inc(n)

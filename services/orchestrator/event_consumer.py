@@ -183,6 +183,10 @@ class EventConsumer:
                     continue
                 by_customer.setdefault(event.customer_id, []).append(_Pending(event, record))
 
+        # One publisher for the batch: a customer reprocessed after a lost compare-and-set
+        # decides the same records again, and those already acknowledged are not resent.
+        publisher = EffectsPublisher(self._producer, self._topics)
+        at = format_time(now)
         pending = list(by_customer)
         while pending:
             sources = {
@@ -195,7 +199,7 @@ class EventConsumer:
                 result = _CustomerResult(profile, stored[cid].version, timer_entries(profile))
                 self._process_customer(result, by_customer[cid], stored, config, now)
                 results.append(result)
-            await self._publish(results)
+            await self._publish(publisher, at, results)
             lost = await self._store_results([r for r in results if r.changed])
             await self._repair_index(results)
             self._count(r for r in results if r.profile.id not in lost)
@@ -238,15 +242,15 @@ class EventConsumer:
                 continue
             result.outcomes.append(outcome)
 
-    async def _publish(self, results: list[_CustomerResult]) -> None:
+    async def _publish(
+        self, publisher: EffectsPublisher, at: str, results: list[_CustomerResult]
+    ) -> None:
         """Actions, history and dead letters, acknowledged before any profile is written."""
-        publisher = EffectsPublisher(self._producer, self._topics)
-        at = format_time(datetime.now(UTC))
         dead: list[Awaitable[None]] = []
         for result in results:
             for outcome in result.outcomes:
                 if outcome.applied:
-                    await publisher.add(
+                    publisher.add(
                         result.profile.id,
                         at,
                         outcome.effects,

@@ -20,14 +20,18 @@ from services.orchestrator import metrics
 from services.orchestrator.active_config import ActiveConfig
 from services.orchestrator.effects_publisher import EffectsPublisher, timer_entries
 from services.orchestrator.profile_store import ProfileStore
-from services.orchestrator.wait_index import TimerEntry, WaitIndex
+from services.orchestrator.wait_index import Claim, TimerEntry, WaitIndex
 from shared.engine.compiled import CompiledConfig
 from shared.engine.waits import fire_wait
 from shared.events import format_time
+from shared.profile import Profile
 from shared.settings import Settings
 from shared.topics import Topics
 
 log = logging.getLogger(__name__)
+
+# Compare-and-set rounds within one tick before a contended customer's entries are put back.
+_CAS_ATTEMPTS = 5
 
 
 class TimerLoop:
@@ -47,62 +51,72 @@ class TimerLoop:
         self._topics = Topics(settings.namespace)
 
     async def run(self) -> None:
-        """Poll every ``timer_poll_s``; keep going without pause while waits are due."""
+        """Poll every ``timer_poll_s``; go again at once while a burst is being worked off."""
         while True:
             config = self._config.current
-            fired = 0
+            more_due = False
             if config is not None:
                 try:
-                    fired = await self.tick(config)
+                    more_due = (await self.tick(config)).more_due
                     metrics.WAITS_PENDING.set(await self._waits.pending())
                 except (RedisError, KafkaError, OSError) as exc:
                     log.warning("timer tick failed (%s); retrying", exc)
-            if not fired:
+            if not more_due:
                 await asyncio.sleep(self._settings.timer_poll_s)
 
-    async def tick(self, config: CompiledConfig) -> int:
-        """Claim and fire what is due now in every shard; returns how many were claimed."""
-        claimed = 0
-        for shard in self._waits.shard_keys():
-            now = datetime.now(UTC)
-            entries = await self._waits.claim(
-                shard, now.timestamp(), self._settings.timer_lease_s, self._settings.timer_batch
-            )
-            if entries:
-                claimed += len(entries)
-                await self._fire(entries, config, now)
-        return claimed
+    async def tick(self, config: CompiledConfig, now: datetime | None = None) -> Claim:
+        """Claim what is due at ``now`` (the wall clock if not given) in every shard, up to
+        ``timer_batch`` in all, and fire it together: one load, one publish, one write."""
+        now = now or datetime.now(UTC)
+        claim = await self._waits.claim_due(
+            now.timestamp(), self._settings.timer_lease_s, self._settings.timer_batch
+        )
+        if claim.entries:
+            await self._fire(claim.entries, config, now)
+        return claim
 
     async def _fire(self, entries: list[TimerEntry], config: CompiledConfig, now: datetime) -> None:
         by_customer: dict[str, list[TimerEntry]] = {}
         for entry in entries:
             by_customer.setdefault(entry.customer_id, []).append(entry)
-        stored = await self._store.load_many(list(by_customer))
         publisher = EffectsPublisher(self._producer, self._topics)
-        writes = []
-        for customer_id, claimed in by_customer.items():
-            profile = stored[customer_id].profile
-            if profile is None:
-                continue
-            before = timer_entries(profile)
-            for entry in claimed:
-                effects = fire_wait(profile, entry.rule, entry.key, config, now)
-                if effects.actions:
-                    metrics.WAIT_LATENESS.observe(max(now.timestamp() - entry.due, 0.0))
-                await publisher.add(customer_id, format_time(now), effects)
-            if timer_entries(profile) != before:
-                writes.append((profile, stored[customer_id].version))
-        await publisher.flush()
-        saved = await self._store.save_many(writes)
-        lost = {p.id for (p, _), ok in zip(writes, saved, strict=True) if not ok}
+        at = format_time(now)
+        profiles: dict[str, Profile | None] = {}
+        observed: set[TimerEntry] = set()
+        pending = list(by_customer)
+        # A customer written meanwhile (an event, or another loop firing its other waits) is
+        # fired again on the fresh profile at once; the publisher does not resend what Kafka
+        # already has, so the usual outcome of a lost race is no duplicate at all.
+        for _ in range(_CAS_ATTEMPTS):
+            stored = await self._store.load_many(pending)
+            writes = []
+            for customer_id in pending:
+                profile = profiles[customer_id] = stored[customer_id].profile
+                if profile is None:
+                    continue
+                before = timer_entries(profile)
+                for entry in by_customer[customer_id]:
+                    effects = fire_wait(profile, entry.rule, entry.key, config, now)
+                    if effects.actions and entry not in observed:
+                        observed.add(entry)
+                        metrics.WAIT_LATENESS.observe(max(now.timestamp() - entry.due, 0.0))
+                    publisher.add(customer_id, at, effects)
+                if timer_entries(profile) != before:
+                    writes.append((profile, stored[customer_id].version))
+            await publisher.flush()
+            saved = await self._store.save_many(writes)
+            pending = [p.id for (p, _), ok in zip(writes, saved, strict=True) if not ok]
+            if not pending:
+                break
+        lost = set(pending)
         if lost:
-            log.info("%d customers changed while their waits fired; retrying", len(lost))
-        # Every claimed entry now gets its true state: due again at once (lost the race),
+            log.info("%d customers kept changing while their waits fired; retrying", len(lost))
+        # Every claimed entry now gets its true state: due again at once (still contended),
         # at the wait's own due time (still pending), or gone (fired, cancelled, stale).
         keep: list[TimerEntry] = []
         drop: list[TimerEntry] = []
         for entry in entries:
-            profile = stored[entry.customer_id].profile
+            profile = profiles[entry.customer_id]
             wait = None if profile is None else profile.find_wait(entry.rule, entry.key)
             if entry.customer_id in lost:
                 keep.append(replace(entry, due=now.timestamp()))

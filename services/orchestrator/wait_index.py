@@ -42,6 +42,17 @@ class TimerEntry:
         return cls(*CustomerKeys.parse_timer_member(text), due)
 
 
+@dataclass(frozen=True, slots=True)
+class Claim:
+    entries: list[TimerEntry]  # earliest due first
+    more_due: bool  # a shard gave its whole share: more may be due already
+
+
+def _parse(raw: Sequence[bytes]) -> list[TimerEntry]:
+    """``[member, score, member, score, ...]`` as entries."""
+    return [TimerEntry.parse(raw[i], float(raw[i + 1])) for i in range(0, len(raw), 2)]
+
+
 class WaitIndex:
     def __init__(self, redis: Redis, keys: CustomerKeys, shards: int) -> None:
         self._redis = redis
@@ -88,7 +99,19 @@ class WaitIndex:
     async def claim(self, shard_key: str, now: float, lease: float, limit: int) -> list[TimerEntry]:
         """Take up to ``limit`` due entries of one shard for ``lease`` seconds."""
         raw: Sequence[bytes] = await self._claim(keys=[shard_key], args=[now, now + lease, limit])
-        return [TimerEntry.parse(raw[i], float(raw[i + 1])) for i in range(0, len(raw), 2)]
+        return _parse(raw)
+
+    async def claim_due(self, now: float, lease: float, limit: int) -> Claim:
+        """Take due entries of every shard for ``lease`` seconds, in one round trip: at most
+        ``limit`` in all, an equal share per shard, so that timer loops running side by side
+        split a burst between them instead of one taking it all."""
+        share = -(-limit // self.shards)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key in self.shard_keys():
+                await self._claim(keys=[key], args=[now, now + lease, share], client=pipe)
+            claimed = [_parse(raw) for raw in await pipe.execute()]
+        entries = sorted((e for shard in claimed for e in shard), key=lambda e: e.due)
+        return Claim(entries, more_due=any(len(shard) == share for shard in claimed))
 
     async def pending(self) -> int:
         async with self._redis.pipeline(transaction=False) as pipe:

@@ -2,8 +2,8 @@
 
 The policies run through the orchestrator's own pieces: EventConsumer.handle stores the
 profile and indexes its timers in Redis, and the timer loop fires what it claims from the
-index. ``TimerLoop.tick`` reads the wall clock, so the policy tests claim each shard with an
-explicit ``now`` and hand the claim to the loop's firing step: the same path, a given clock.
+index. The policy tests call ``TimerLoop.tick`` with an explicit ``now``: the loop's own path,
+a given clock.
 """
 
 from __future__ import annotations
@@ -87,16 +87,8 @@ class Engine:
         await self.worker.handle({TopicPartition(topic, 0): records}, self.config)
 
     async def fire_due(self, now: datetime) -> list[TimerEntry]:
-        """``TimerLoop.tick`` with ``now`` given instead of read: claim every shard, fire."""
-        claimed = []
-        for shard in self.waits.shard_keys():
-            entries = await self.waits.claim(
-                shard, now.timestamp(), self.settings.timer_lease_s, self.settings.timer_batch
-            )
-            if entries:
-                claimed.extend(entries)
-                await self.timers._fire(entries, self.config, now)
-        return claimed
+        """One tick of the timer loop at ``now``: what it claimed (and fired)."""
+        return (await self.timers.tick(self.config, now)).entries
 
     async def profile(self, customer_id: str) -> Profile:
         stored = (await self.store.load_many([customer_id]))[customer_id]
@@ -174,10 +166,7 @@ async def test_a_claim_abandoned_by_a_dead_claimer_goes_to_another_after_its_lea
         lease = 2.0
 
         async def claim_all(claimer_lease: float) -> list[TimerEntry]:
-            claimed = []
-            for shard in waits.shard_keys():
-                claimed += await waits.claim(shard, time.time(), claimer_lease, 1000)
-            return claimed
+            return (await waits.claim_due(time.time(), claimer_lease, 1000)).entries
 
         by_a = await claim_all(lease)  # claimer A takes everything, then "dies"
         claimed_at = time.time()
