@@ -39,6 +39,7 @@ WAIT_S = 2.0
 @dataclass
 class Arrivals:
     thanks: list[float] = field(default_factory=list)  # seconds from send to delivery
+    thanks_sent: list[float] = field(default_factory=list)  # when each was sent (epoch s)
     nudges: list[float] = field(default_factory=list)  # seconds late against the deadline
     nudged_carts: set[str] = field(default_factory=set)
 
@@ -48,6 +49,7 @@ class Result:
     sent: int
     seconds: float
     event_to_action: list[float]
+    event_to_action_sent: list[float]  # send time of each, to split the run into windows
     lateness: list[float]
     cancel_p99_bucket: float
     unexpected_nudges: int
@@ -102,7 +104,9 @@ async def _publish(settings: Settings, hook: str) -> None:
 def _receiver(arrivals: Arrivals) -> Starlette:
     async def thanks(request: Request) -> Response:
         body = orjson.loads(await request.body())
-        arrivals.thanks.append(time.time() - float(body["payload"]["sent"]))
+        sent = float(body["payload"]["sent"])
+        arrivals.thanks.append(time.time() - sent)
+        arrivals.thanks_sent.append(sent)
         return Response(status_code=204)
 
     async def nudge(request: Request) -> Response:
@@ -225,7 +229,13 @@ async def run(settings: Settings, rate: int = 1000, seconds: float = 20.0) -> Re
             ).text
         unexpected = len(arrivals.nudged_carts & bought)
         return Result(
-            sent, seconds, arrivals.thanks, arrivals.nudges, _cancel_p99(metrics), unexpected
+            sent,
+            seconds,
+            arrivals.thanks,
+            arrivals.thanks_sent,
+            arrivals.nudges,
+            _cancel_p99(metrics),
+            unexpected,
         )
     finally:
         for proc in procs:
@@ -286,5 +296,19 @@ def summary(result: Result) -> list[str]:
         f"{percentile(result.lateness, 0.99) * 1000:,.0f} ms | target p99 <= 1 s |",
         f"| goal event -> wait cancelled, p99 (histogram bucket) | "
         f"<= {result.cancel_p99_bucket * 1000:,.0f} ms | target p99 <= 100 ms |",
+        f"| event -> webhook p99 by 10 s of the run | {_by_window(result)} | "
+        "flat if the pipeline is steady |",
         f"| nudges for carts that were bought | {result.unexpected_nudges} | expected 0 |",
     ]
+
+
+def _by_window(result: Result, window_s: float = 10.0) -> str:
+    """p99 of event -> webhook per window of send time: shows whether latency drifts as the
+    run goes on (the embedded broker's fetches slow down as its in-memory log grows)."""
+    if not result.event_to_action_sent:
+        return "-"
+    start = min(result.event_to_action_sent)
+    windows: dict[int, list[float]] = {}
+    for sent, latency in zip(result.event_to_action_sent, result.event_to_action, strict=True):
+        windows.setdefault(int((sent - start) // window_s), []).append(latency)
+    return " / ".join(f"{percentile(windows[w], 0.99) * 1000:,.0f} ms" for w in sorted(windows))
