@@ -127,17 +127,19 @@ class EffectsPublisher:
         return True
 
     async def flush(self) -> None:
-        """Send everything queued in per-partition batches and wait for every ack."""
-        records, self._records = self._records, {}
-        queued, self._queued = self._queued, []
+        """Send everything queued in per-partition batches and wait for every ack. What is
+        queued stays queued until Kafka has acknowledged it all: a flush retried after an
+        error may send a record twice (same id), never lose one."""
         acks = [
             ack
-            for topic, items in records.items()
+            for topic, items in self._records.items()
             for ack in await send_batches(self._producer, topic, items)
         ]
         if acks:
             await asyncio.gather(*acks)
-        self._acknowledged.update(queued)
+        self._records = {}
+        self._acknowledged.update(self._queued)
+        self._queued = []
         decisions, self._decisions = self._decisions, Counter()
         for (rule, outcome), n in decisions.items():
             metrics.RULE_OUTCOMES.labels(rule, outcome).inc(n)

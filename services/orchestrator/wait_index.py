@@ -102,9 +102,9 @@ class WaitIndex:
         return _parse(raw)
 
     async def claim_due(self, now: float, lease: float, limit: int) -> Claim:
-        """Take due entries of every shard for ``lease`` seconds, in one round trip: at most
-        ``limit`` in all, an equal share per shard, so that timer loops running side by side
-        split a burst between them instead of one taking it all."""
+        """Take due entries of every shard for ``lease`` seconds, in one pipelined round
+        trip: an equal share of ``limit`` per shard (rounded up), so that timer loops running
+        side by side split a burst between them instead of one taking it all."""
         share = -(-limit // self.shards)
         async with self._redis.pipeline(transaction=False) as pipe:
             for key in self.shard_keys():
