@@ -17,6 +17,7 @@ from rich.console import Console
 from bench.harness import Stopwatch, demo_events, demo_snapshot, median
 from services.orchestrator.active_config import ActiveConfig
 from services.orchestrator.event_consumer import EventConsumer
+from services.orchestrator.events_progress import EventsProgress
 from services.orchestrator.profile_store import ProfileStore
 from services.orchestrator.wait_index import WaitIndex
 from shared.customer_keys import CustomerKeys
@@ -106,6 +107,7 @@ async def _safar_pass(settings: Settings, count: int) -> float:
         producer,
         ProfileStore(redis, keys),
         WaitIndex(redis, keys, run.timer_shards),
+        EventsProgress(redis, keys),
         active,
     )
     worker.subscribe()

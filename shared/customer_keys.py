@@ -29,6 +29,11 @@ class CustomerKeys:
         """String: the userId an anonymousId has been linked to."""
         return f"{self.prefix}:{{{anonymous_id}}}:identity"
 
+    @property
+    def events_progress(self) -> str:
+        """Hash: partition of safar.events -> epoch time up to which its events are applied."""
+        return f"{self.prefix}:events-progress"
+
     def timer_shard(self, customer_id: str, shards: int) -> str:
         """Sorted set of due times holding this customer's waits (``{n}`` spreads shards)."""
         return f"{self.prefix}:timers:{{{zlib.crc32(customer_id.encode()) % shards}}}"

@@ -24,6 +24,12 @@ log = logging.getLogger(__name__)
 _PARTITIONER = DefaultPartitioner()
 
 
+def partition_for(key: bytes, partitions: list[int]) -> int:
+    """The partition the producers put a record with this key on (of the sorted
+    ``partitions`` of its topic)."""
+    return int(_PARTITIONER(key, partitions, partitions))
+
+
 def make_producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
     """A producer that waits for every in-sync replica (``acks=all``)."""
     options: dict[str, object] = {
@@ -55,7 +61,7 @@ async def send_batches(
     for key, value in records:
         partition = chosen.get(key)
         if partition is None:
-            partition = chosen[key] = _PARTITIONER(key, partitions, partitions)
+            partition = chosen[key] = partition_for(key, partitions)
         builder = builders.get(partition)
         if builder is None or builder.append(key=key, value=value, timestamp=None) is None:
             if builder is not None:  # full: submit it and start the next

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     timer_lease_s: float = Field(default=30.0, gt=0)
     timer_batch: int = Field(default=500, ge=1)
     timer_shards: int = Field(default=16, ge=1)
+    # A due wait is held while the events loop has not yet applied every event received
+    # before its due time (one of them may cancel it), for at most this long; 0: never hold.
+    timer_hold_max_s: float = Field(default=60.0, ge=0)
     # How many message ids each profile remembers for duplicate detection.
     dedupe_window: int = Field(default=20, ge=1)
 

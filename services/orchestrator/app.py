@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from services.orchestrator.active_config import ActiveConfig
 from services.orchestrator.dispatcher import Dispatcher
 from services.orchestrator.event_consumer import EventConsumer
+from services.orchestrator.events_progress import EventsProgress
 from services.orchestrator.profile_store import ProfileStore
 from services.orchestrator.timer_loop import TimerLoop
 from services.orchestrator.wait_index import WaitIndex
@@ -77,6 +78,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         keys = CustomerKeys(settings.namespace)
         store = ProfileStore(redis, keys)
         waits = WaitIndex(redis, keys, settings.timer_shards)
+        progress = EventsProgress(redis, keys)
         role: Role = app.state.role
         tasks = []
         if role in ("all", "events"):
@@ -88,12 +90,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             )
             await consumer.start()
             stack.push_async_callback(stop_consumer, consumer)
-            worker = EventConsumer(settings, consumer, producer, store, waits, active)
+            worker = EventConsumer(settings, consumer, producer, store, waits, progress, active)
             tasks.append(asyncio.create_task(_run_events(app, worker, feed), name="events-loop"))
         else:
             app.state.consuming = True
         if role in ("all", "timers"):
-            timers = TimerLoop(settings, producer, store, waits, active)
+            timers = TimerLoop(settings, producer, store, waits, progress, active)
             tasks.append(asyncio.create_task(timers.run(), name="timer-loop"))
         if role in ("all", "dispatcher"):
             dispatcher = Dispatcher(settings, redis, producer)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
@@ -17,12 +18,13 @@ from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from redis.exceptions import RedisError
 
 from services.orchestrator import metrics
 from services.orchestrator.active_config import ActiveConfig
 from services.orchestrator.effects_publisher import EffectsPublisher, timer_entries
+from services.orchestrator.events_progress import EventsProgress
 from services.orchestrator.profile_store import ProfileStore, Stored
 from services.orchestrator.wait_index import TimerEntry, WaitIndex
 from shared.dead_letters import dead_letter
@@ -38,6 +40,11 @@ from shared.topics import Topics
 log = logging.getLogger(__name__)
 
 _MAX_BACKOFF_S = 5.0
+# Records reach Kafka a few ms after ingest stamps their receivedAt, and concurrent requests
+# may land in a partition slightly out of order: progress is reported this much earlier.
+_READ_MARGIN_S = 0.05
+# How often partitions read to their end are confirmed against the broker's end offsets.
+_END_CHECK_S = 0.25
 Batch = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
 
 
@@ -97,6 +104,7 @@ class EventConsumer:
         producer: AIOKafkaProducer,
         store: ProfileStore,
         waits: WaitIndex,
+        progress: EventsProgress,
         config: ActiveConfig,
     ) -> None:
         self._settings = settings
@@ -104,9 +112,11 @@ class EventConsumer:
         self._producer = producer
         self._store = store
         self._waits = waits
+        self._progress = progress
         self._config = config
         self._topics = Topics(settings.namespace)
         self._lock = asyncio.Lock()
+        self._next_end_check = 0.0
         self.records_done = 0  # records handled and committed by this process
 
     @property
@@ -123,15 +133,41 @@ class EventConsumer:
         """Consume forever; I/O failures are retried with backoff, never skipped."""
         while True:
             batch = await self._gather()
-            if not batch:
-                continue
-            config = self._config.current
-            assert config is not None, "the consumer starts only once a configuration is active"
-            async with self._lock:
-                await self._retry(batch, config)
-                await self._commit(batch)
-            self.records_done += sum(len(records) for records in batch.values())
-            self._observe_lag(batch)
+            if batch:
+                config = self._config.current
+                assert config is not None, "the consumer starts only once a configuration is on"
+                async with self._lock:
+                    await self._retry(batch, config)
+                    await self._commit(batch)
+                self.records_done += sum(len(records) for records in batch.values())
+                self._observe_lag(batch)
+            await self._mark_progress(batch)
+
+    async def _mark_progress(self, batch: Batch) -> None:
+        """Tell the timer loop how far each partition's received events are applied: up to
+        the newest record applied, and, checked every ``_END_CHECK_S``, up to the moment of
+        asking for the end offsets of a partition read to its end. (Progress is advisory:
+        failing to record it only delays waits, up to ``timer_hold_max_s``.)"""
+        applied_until = {
+            tp.partition: records[-1].timestamp / 1000 - _READ_MARGIN_S
+            for tp, records in batch.items()
+            if records
+        }
+        if time.monotonic() >= self._next_end_check:
+            self._next_end_check = time.monotonic() + _END_CHECK_S
+            assigned = sorted(self._consumer.assignment())
+            asked_at = time.time()
+            try:
+                ends = await self._consumer.end_offsets(assigned) if assigned else {}
+                for tp, end in ends.items():
+                    if await self._consumer.position(tp) >= end:
+                        applied_until[tp.partition] = asked_at - _READ_MARGIN_S
+            except (KafkaError, IllegalStateError) as exc:
+                log.debug("end offsets unavailable (%s); progress from records only", exc)
+        try:
+            await self._progress.mark(applied_until)
+        except RedisError as exc:
+            log.warning("could not record the events loop's progress: %s", exc)
 
     async def _gather(self) -> Batch:
         """One batch of up to ``orchestrator_batch_size`` records, topped up for a few ms:

@@ -2,13 +2,16 @@
 
 Per claimed customer: decide (pure engine), publish the action and records (acked), then
 write the profile with compare-and-set, then drop the timer entry. A crash before the
-write fires the wait again after its lease, with the same action id.
+write fires the wait again after its lease, with the same action id. A wait is held while
+the events loop has not yet applied its customer's events up to the due time
+(:mod:`services.orchestrator.events_progress`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -19,11 +22,13 @@ from redis.exceptions import RedisError
 from services.orchestrator import metrics
 from services.orchestrator.active_config import ActiveConfig
 from services.orchestrator.effects_publisher import EffectsPublisher, timer_entries
+from services.orchestrator.events_progress import EventsProgress
 from services.orchestrator.profile_store import ProfileStore
 from services.orchestrator.wait_index import Claim, TimerEntry, WaitIndex
 from shared.engine.compiled import CompiledConfig
 from shared.engine.waits import fire_wait
 from shared.events import format_time
+from shared.kafka import partition_for
 from shared.profile import Profile
 from shared.settings import Settings
 from shared.topics import Topics
@@ -41,12 +46,14 @@ class TimerLoop:
         producer: AIOKafkaProducer,
         store: ProfileStore,
         waits: WaitIndex,
+        progress: EventsProgress,
         config: ActiveConfig,
     ) -> None:
         self._settings = settings
         self._producer = producer
         self._store = store
         self._waits = waits
+        self._progress = progress
         self._config = config
         self._topics = Topics(settings.namespace)
 
@@ -72,10 +79,33 @@ class TimerLoop:
             now.timestamp(), self._settings.timer_lease_s, self._settings.timer_batch
         )
         if claim.entries:
-            await self._fire(claim.entries, config, now)
+            await self._fire(claim.entries, config, now, await self._behind(now))
         return claim
 
-    async def _fire(self, entries: list[TimerEntry], config: CompiledConfig, now: datetime) -> None:
+    async def _behind(self, now: datetime) -> Callable[[str, float], bool]:
+        """Whether a customer's wait due at a time must be held: the events loop has not
+        applied every event of the customer's partition received before it (and has been
+        behind for less than ``timer_hold_max_s``)."""
+        hold_max = self._settings.timer_hold_max_s
+        progress = await self._progress.load() if hold_max > 0 else {}
+        if not progress:
+            return lambda _customer_id, _due: False
+        partitions = sorted(await self._producer.partitions_for(self._topics.events))
+        now_s = now.timestamp()
+
+        def behind(customer_id: str, due: float) -> bool:
+            until = progress.get(partition_for(customer_id.encode(), partitions))
+            return until is not None and until < due and now_s - until < hold_max
+
+        return behind
+
+    async def _fire(
+        self,
+        entries: list[TimerEntry],
+        config: CompiledConfig,
+        now: datetime,
+        behind: Callable[[str, float], bool],
+    ) -> None:
         by_customer: dict[str, list[TimerEntry]] = {}
         for entry in entries:
             by_customer.setdefault(entry.customer_id, []).append(entry)
@@ -83,6 +113,7 @@ class TimerLoop:
         at = format_time(now)
         profiles: dict[str, Profile | None] = {}
         observed: set[TimerEntry] = set()
+        held: set[TimerEntry] = set()
         pending = list(by_customer)
         # A customer written meanwhile (an event, or another loop firing its other waits) is
         # fired again on the fresh profile at once; the publisher does not resend what Kafka
@@ -96,10 +127,15 @@ class TimerLoop:
                     continue
                 before = timer_entries(profile)
                 for entry in by_customer[customer_id]:
+                    wait = profile.find_wait(entry.rule, entry.key)
+                    if wait is not None and behind(customer_id, wait.due):
+                        held.add(entry)  # an event that cancels it may still be unapplied
+                        continue
+                    held.discard(entry)
                     effects = fire_wait(profile, entry.rule, entry.key, config, now)
-                    if effects.actions and entry not in observed:
+                    if wait is not None and effects.actions and entry not in observed:
                         observed.add(entry)
-                        metrics.WAIT_LATENESS.observe(max(now.timestamp() - entry.due, 0.0))
+                        metrics.WAIT_LATENESS.observe(max(now.timestamp() - wait.due, 0.0))
                     publisher.add(customer_id, at, effects)
                 if timer_entries(profile) != before:
                     writes.append((profile, stored[customer_id].version))
@@ -112,7 +148,8 @@ class TimerLoop:
         if lost:
             log.info("%d customers kept changing while their waits fired; retrying", len(lost))
         # Every claimed entry now gets its true state: due again at once (still contended),
-        # at the wait's own due time (still pending), or gone (fired, cancelled, stale).
+        # at the next poll (held), at the wait's own due time (still pending), or gone
+        # (fired, cancelled, stale).
         keep: list[TimerEntry] = []
         drop: list[TimerEntry] = []
         for entry in entries:
@@ -120,6 +157,8 @@ class TimerLoop:
             wait = None if profile is None else profile.find_wait(entry.rule, entry.key)
             if entry.customer_id in lost:
                 keep.append(replace(entry, due=now.timestamp()))
+            elif entry in held:
+                keep.append(replace(entry, due=now.timestamp() + self._settings.timer_poll_s))
             elif wait is not None:
                 keep.append(replace(entry, due=wait.due))
             else:

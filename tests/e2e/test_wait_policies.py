@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 
 from services.orchestrator.active_config import ActiveConfig
 from services.orchestrator.event_consumer import EventConsumer
+from services.orchestrator.events_progress import EventsProgress
 from services.orchestrator.profile_store import ProfileStore
 from services.orchestrator.timer_loop import TimerLoop
 from services.orchestrator.wait_index import TimerEntry, WaitIndex
@@ -115,6 +116,7 @@ async def engine(settings: Settings, rules: list[dict[str, Any]]) -> AsyncIterat
         keys = CustomerKeys(settings.namespace)
         store = ProfileStore(redis, keys)
         waits = WaitIndex(redis, keys, settings.timer_shards)
+        progress = EventsProgress(redis, keys)  # nothing marks it here: waits are never held
         config = compile_rules(rules)
         active = ActiveConfig()
         active.current = config
@@ -123,8 +125,8 @@ async def engine(settings: Settings, rules: list[dict[str, Any]]) -> AsyncIterat
             redis,
             store,
             waits,
-            EventConsumer(settings, consumer, producer, store, waits, active),
-            TimerLoop(settings, producer, store, waits, active),
+            EventConsumer(settings, consumer, producer, store, waits, progress, active),
+            TimerLoop(settings, producer, store, waits, progress, active),
             config,
             itertools.count(1),
         )

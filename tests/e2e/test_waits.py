@@ -4,6 +4,7 @@ double, and surviving a SIGKILL of the orchestrator (DESIGN §6, §8)."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -190,3 +191,48 @@ async def test_four_timer_loops_fire_twenty_thousand_waits_due_in_one_second_onc
     fired = [metric_value(await _metrics(t), "safar_wait_lateness_seconds_count") for t in timers]
     assert sum(fired) == 20_000 and all(n > 0 for n in fired), fired
     assert events.proc is not None and events.proc.poll() is None
+
+
+async def test_a_nudge_is_held_until_a_lagging_events_loop_has_applied_the_purchase(
+    settings: Settings, service: Callable[..., ServiceProcess]
+) -> None:
+    """The order is received before the deadline but the events loop is frozen (SIGSTOP)
+    before applying it: the timer loop holds the due nudges instead of firing them, and once
+    the events loop resumes, the order cancels its nudge. No grace is configured."""
+    await publish_config(settings, {"journeys": [PURCHASE], "rules": [abandoned_cart("3s", "0s")]})
+    events = await service("orchestrator", "--role", "events").start()
+    await service(
+        "orchestrator",
+        "--role",
+        "timers",
+        settings_=settings.model_copy(update={"orchestrator_port": free_port()}),
+    ).start()
+    t0 = time.time()
+    await produce_events(
+        settings,
+        [
+            event("ann", "Product Added", at=t0, cart_id="a1"),  # buys before the deadline
+            event("bo", "Product Added", at=t0, cart_id="b1"),  # never buys
+        ],
+    )
+
+    async def applied() -> float:
+        text = await _metrics(events)
+        return metric_value(text, "safar_events_processed_total", outcome="applied")
+
+    await eventually(applied, lambda n: n == 2, what="both carts applied")
+    assert events.proc is not None
+    events.proc.send_signal(signal.SIGSTOP)
+    try:
+        await produce_events(settings, [event("ann", "Order Completed", cart_id="a1")])
+        assert time.time() < t0 + 3, "the premise: the order is received before the deadline"
+        await asyncio.sleep(max(0.0, t0 + 6 - time.time()))  # 3 s past the deadline
+        async with TopicReader(settings, Topics(settings.namespace).actions) as reader:
+            assert nudged(await reader.to_end()) == {}, "fired while an event was unapplied"
+    finally:
+        events.proc.send_signal(signal.SIGCONT)
+    await eventually(applied, lambda n: n == 3, what="the order applied after the pause")
+    async with TopicReader(settings, Topics(settings.namespace).actions) as reader:
+        await reader.until(lambda v: ("bo", "b1") in nudged(v), what="bo's nudge, once caught up")
+        await asyncio.sleep(1)  # ann's entry was due at the same time: fired by now or never
+        assert nudged(await reader.to_end()) == {("bo", "b1"): 1}
