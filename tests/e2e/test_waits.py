@@ -7,7 +7,7 @@ import asyncio
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -105,6 +105,24 @@ async def _metrics(process: ServiceProcess) -> str:
         return (await client.get(f"{process.url}/metrics")).text
 
 
+def _applied(process: ServiceProcess) -> Callable[[], Awaitable[float]]:
+    """Polls how many events the process's events loop has applied."""
+
+    async def applied() -> float:
+        text = await _metrics(process)
+        return metric_value(text, "safar_events_processed_total", outcome="applied")
+
+    return applied
+
+
+async def _start_timers(
+    service: Callable[..., ServiceProcess], settings: Settings
+) -> ServiceProcess:
+    """A timers-only orchestrator process on a port of its own."""
+    own_port = settings.model_copy(update={"orchestrator_port": free_port()})
+    return await service("orchestrator", "--role", "timers", settings_=own_port).start()
+
+
 async def test_five_thousand_waits_survive_sigkill_and_fire_exactly_once(
     settings: Settings, service: Callable[..., ServiceProcess]
 ) -> None:
@@ -121,11 +139,9 @@ async def test_five_thousand_waits_survive_sigkill_and_fire_exactly_once(
         ],
     )
 
-    async def applied() -> float:
-        text = await _metrics(orchestrator)
-        return metric_value(text, "safar_events_processed_total", outcome="applied")
-
-    await eventually(applied, lambda n: n == 5000, timeout=60, what="5000 events applied")
+    await eventually(
+        _applied(orchestrator), lambda n: n == 5000, timeout=60, what="5000 events applied"
+    )
     assert time.time() < t0 + 15, "the premise: the kill comes before any wait is due"
     orchestrator.kill()
     await asyncio.sleep(max(0.0, t0 + 18 - time.time()))  # down while ~half come due
@@ -161,25 +177,15 @@ async def test_four_timer_loops_fire_twenty_thousand_waits_due_in_one_second_onc
 ) -> None:
     await publish_config(settings, {"journeys": [PURCHASE], "rules": [abandoned_cart("20s", "0s")]})
     events = await service("orchestrator", "--role", "events").start()
-    timers = [
-        await service(
-            "orchestrator",
-            "--role",
-            "timers",
-            settings_=settings.model_copy(update={"orchestrator_port": free_port()}),
-        ).start()
-        for _ in range(4)
-    ]
+    timers = [await _start_timers(service, settings) for _ in range(4)]
     carts = [(f"t{i % 2000}", f"cart-{i}") for i in range(20_000)]
     t0 = time.time()
     # One timestamp for every add: all 20,000 waits fall due in the same second.
     await produce_events(settings, [event(c, "Product Added", at=t0, cart_id=k) for c, k in carts])
 
-    async def applied() -> float:
-        text = await _metrics(events)
-        return metric_value(text, "safar_events_processed_total", outcome="applied")
-
-    await eventually(applied, lambda n: n == 20_000, timeout=60, what="20000 waits scheduled")
+    await eventually(
+        _applied(events), lambda n: n == 20_000, timeout=60, what="20000 waits scheduled"
+    )
     assert time.time() < t0 + 20, "the premise: every wait is scheduled before it is due"
     async with TopicReader(settings, Topics(settings.namespace).actions) as reader:
         await reader.until(
@@ -201,12 +207,7 @@ async def test_a_nudge_is_held_until_a_lagging_events_loop_has_applied_the_purch
     the events loop resumes, the order cancels its nudge. No grace is configured."""
     await publish_config(settings, {"journeys": [PURCHASE], "rules": [abandoned_cart("3s", "0s")]})
     events = await service("orchestrator", "--role", "events").start()
-    await service(
-        "orchestrator",
-        "--role",
-        "timers",
-        settings_=settings.model_copy(update={"orchestrator_port": free_port()}),
-    ).start()
+    await _start_timers(service, settings)
     t0 = time.time()
     await produce_events(
         settings,
@@ -216,11 +217,7 @@ async def test_a_nudge_is_held_until_a_lagging_events_loop_has_applied_the_purch
         ],
     )
 
-    async def applied() -> float:
-        text = await _metrics(events)
-        return metric_value(text, "safar_events_processed_total", outcome="applied")
-
-    await eventually(applied, lambda n: n == 2, what="both carts applied")
+    await eventually(_applied(events), lambda n: n == 2, what="both carts applied")
     assert events.proc is not None
     events.proc.send_signal(signal.SIGSTOP)
     try:
@@ -231,7 +228,7 @@ async def test_a_nudge_is_held_until_a_lagging_events_loop_has_applied_the_purch
             assert nudged(await reader.to_end()) == {}, "fired while an event was unapplied"
     finally:
         events.proc.send_signal(signal.SIGCONT)
-    await eventually(applied, lambda n: n == 3, what="the order applied after the pause")
+    await eventually(_applied(events), lambda n: n == 3, what="the order applied after the pause")
     async with TopicReader(settings, Topics(settings.namespace).actions) as reader:
         await reader.until(lambda v: ("bo", "b1") in nudged(v), what="bo's nudge, once caught up")
         await asyncio.sleep(1)  # ann's entry was due at the same time: fired by now or never
