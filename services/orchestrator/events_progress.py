@@ -1,12 +1,12 @@
 """How far the events loop has got, per partition of safar.events, for the timer loop.
 
-A wait must not fire while an event received before its deadline is still unprocessed:
+A wait must not fire while an event received before its due time is still unprocessed:
 that event may be the purchase that cancels it. The events loop records, per partition, a
-time up to which every event ingest received is applied: the newest ``receivedAt`` it has
-processed, or, once it has read to the end of the partition, the time of that read (less
-the broker's fetch wait). The timer loop holds a due wait while its customer's partition is
-behind the deadline, for at most ``timer_hold_max_s`` (so that a stopped events loop delays
-waits, but does not keep them forever).
+time up to which every event ingest received is applied: the broker timestamp of the newest
+record it has applied, or, for a partition read to its end, the moment it asked the broker
+for the end offsets (both less a small margin). The timer loop holds a due wait while its
+customer's partition is behind the due time, for at most ``timer_hold_max_s`` (so that a
+stopped events loop delays waits, but does not keep them forever).
 """
 
 from __future__ import annotations
