@@ -11,6 +11,7 @@ from rich.console import Console
 
 from bench import ingest_throughput, latency, orchestrator_throughput, profile_memory
 from bench.harness import embedded_stack, median
+from shared.settings import Settings
 
 app = typer.Typer(help="Benchmarks: each measures Safar against a baseline in the same run.")
 console = Console(width=200)  # markdown rows, never wrapped
@@ -22,9 +23,18 @@ def main() -> None:
 
 
 @app.command()
-def orchestrator(events: int = 60_000, customers: int = 5_000, rounds: int = 3) -> None:
+def orchestrator(
+    events: int = 60_000,
+    customers: int = 5_000,
+    rounds: int = 3,
+    profile_cache: int = typer.Option(
+        Settings().orchestrator_profile_cache,
+        help="profiles the events loop keeps in memory (0: read each from Redis)",
+    ),
+) -> None:
     """Events loop vs aiokafka getmany + one pipelined Redis write per event."""
     with embedded_stack() as settings:
+        settings = settings.model_copy(update={"orchestrator_profile_cache": profile_cache})
         result = uvloop.run(orchestrator_throughput.run(settings, events, customers, rounds))
     console.print(
         f"| orchestrator, demo config | raw limit {median(result.raw):,.0f} ev/s | "

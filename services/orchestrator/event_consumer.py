@@ -25,6 +25,7 @@ from services.orchestrator import metrics
 from services.orchestrator.active_config import ActiveConfig
 from services.orchestrator.effects_publisher import EffectsPublisher, timer_entries
 from services.orchestrator.events_progress import EventsProgress
+from services.orchestrator.profile_cache import ProfileCache
 from services.orchestrator.profile_store import ProfileStore, Stored
 from services.orchestrator.wait_index import TimerEntry, WaitIndex
 from shared.dead_letters import dead_letter
@@ -83,14 +84,17 @@ def _gone(before: set[TimerEntry], profile: Profile) -> list[TimerEntry]:
 
 
 class _FinishBatchBeforeRevoke(ConsumerRebalanceListener):
-    """Partitions are handed over only after the batch in flight is stored and committed."""
+    """Partitions are handed over only after the batch in flight is stored and committed;
+    the profiles cached for them are forgotten."""
 
-    def __init__(self, lock: asyncio.Lock) -> None:
+    def __init__(self, lock: asyncio.Lock, cache: ProfileCache) -> None:
         self._lock = lock
+        self._cache = cache
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self._lock:
             log.info("giving up partitions %s", sorted(tp.partition for tp in revoked))
+            self._cache.clear()
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("assigned partitions %s", sorted(tp.partition for tp in assigned))
@@ -116,6 +120,7 @@ class EventConsumer:
         self._config = config
         self._topics = Topics(settings.namespace)
         self._lock = asyncio.Lock()
+        self._cache = ProfileCache(settings.orchestrator_profile_cache)
         self._next_end_check = 0.0
         self.records_done = 0  # records handled and committed by this process
 
@@ -126,7 +131,7 @@ class EventConsumer:
 
     def subscribe(self) -> None:
         self._consumer.subscribe(
-            [self._topics.events], listener=_FinishBatchBeforeRevoke(self._lock)
+            [self._topics.events], listener=_FinishBatchBeforeRevoke(self._lock, self._cache)
         )
 
     async def run(self) -> None:
@@ -228,7 +233,7 @@ class EventConsumer:
             sources = {
                 s for cid in pending for p in by_customer[cid] if (s := merge_source(p.event))
             }
-            stored = await self._store.load_many([*pending, *sorted(sources - set(pending))])
+            stored = await self._load(pending, sorted(sources - set(pending)))
             results = []
             for cid in pending:
                 profile = stored[cid].profile or Profile(id=cid)
@@ -238,10 +243,22 @@ class EventConsumer:
             await self._publish(publisher, at, results)
             lost = await self._store_results([r for r in results if r.changed])
             await self._repair_index(results)
+            for r in results:
+                if r.profile.id not in lost:
+                    self._cache.put(r.profile, r.version + 1 if r.changed else r.version)
             self._count(r for r in results if r.profile.id not in lost)
             if lost:
                 log.info("%d profiles changed under us; reprocessing them", len(lost))
             pending = sorted(lost)
+
+    async def _load(self, customer_ids: list[str], sources: list[str]) -> dict[str, Stored]:
+        """Customers from the cache where it has them, the rest and every merge source
+        (about to be merged and deleted) from Redis."""
+        stored, missing = self._cache.take(customer_ids)
+        self._cache.discard(sources)
+        if missing or sources:
+            stored.update(await self._store.load_many([*missing, *sources]))
+        return stored
 
     def _process_customer(
         self,
@@ -313,7 +330,9 @@ class EventConsumer:
             entry for r in done for entry in timer_entries(r.profile) - r.timers_before
         )
         await self._waits.remove(e for r in done for e in _gone(r.timers_before, r.profile))
-        await self._store.delete_many([m for r in done for m in r.merged])
+        merged = [m for r in done for m in r.merged]
+        await self._store.delete_many(merged)
+        self._cache.discard(source for source, _ in merged)
         return lost
 
     async def _repair_index(self, results: list[_CustomerResult]) -> None:

@@ -34,7 +34,17 @@ RULE_OUTCOMES = Counter(
     "Rule decisions: triggered, scheduled, cancelled, suppressed, held_out, fired, error",
     ["rule", "outcome"],
 )
+PROFILE_CACHE = Counter(
+    "safar_profile_cache_total",
+    "Profiles the events loop found in its memory (hit) or read from Redis (miss)",
+    ["outcome"],
+)
 WAITS_PENDING = Gauge("safar_waits_pending", "Waits scheduled and not yet fired or cancelled")
+WAITS_HELD = Gauge(
+    "safar_waits_held",
+    "Due waits this timer loop held at its last tick, because the events loop had not yet "
+    "applied every event received before their due time",
+)
 WAIT_CANCEL_LATENCY = Histogram(
     "safar_wait_cancel_seconds",
     "Time from ingest receiving an `unless` event to the wait it cancels being removed",

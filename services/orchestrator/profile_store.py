@@ -7,23 +7,24 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from services.orchestrator.lua_scripts import LuaScript, ScriptCall, run_scripts
 from shared.customer_keys import CustomerKeys
 from shared.profile import Profile
 
 # KEYS[1] profile hash; ARGV: expected version, profile JSON, new version.
-_COMPARE_AND_SET = """
+_COMPARE_AND_SET = LuaScript("""
 local current = redis.call('HGET', KEYS[1], 'v')
 if (current or '0') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'p', ARGV[2], 'v', ARGV[3])
 return 1
-"""
+""")
 
 # KEYS[1] profile hash; ARGV: expected version. Deletes only an unchanged profile.
-_COMPARE_AND_DELETE = """
+_COMPARE_AND_DELETE = LuaScript("""
 local current = redis.call('HGET', KEYS[1], 'v')
 if (current or '0') ~= ARGV[1] then return 0 end
 return redis.call('DEL', KEYS[1])
-"""
+""")
 
 
 @dataclass(slots=True)
@@ -36,8 +37,6 @@ class ProfileStore:
     def __init__(self, redis: Redis, keys: CustomerKeys) -> None:
         self._redis = redis
         self._keys = keys
-        self._cas = redis.register_script(_COMPARE_AND_SET)
-        self._cad = redis.register_script(_COMPARE_AND_DELETE)
 
     async def load_many(self, customer_ids: Sequence[str]) -> dict[str, Stored]:
         """Profiles and their versions, in one round trip."""
@@ -52,21 +51,20 @@ class ProfileStore:
 
     async def save_many(self, writes: Sequence[tuple[Profile, int]]) -> list[bool]:
         """Write each profile if its version is unchanged; False where another writer won."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for profile, version in writes:
-                await self._cas(
-                    keys=[self._keys.profile(profile.id)],
-                    args=[version, profile.to_json(), version + 1],
-                    client=pipe,
-                )
-            results = await pipe.execute()
-        return [bool(r) for r in results]
+        calls = [
+            ScriptCall(
+                _COMPARE_AND_SET,
+                [self._keys.profile(profile.id)],
+                [version, profile.to_json(), version + 1],
+            )
+            for profile, version in writes
+        ]
+        return [bool(r) for r in await run_scripts(self._redis, calls)]
 
     async def delete_many(self, profiles: Sequence[tuple[str, int]]) -> None:
         """Delete merged anonymous profiles, unless they changed since they were read."""
-        if not profiles:
-            return
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for customer_id, version in profiles:
-                await self._cad(keys=[self._keys.profile(customer_id)], args=[version], client=pipe)
-            await pipe.execute()
+        calls = [
+            ScriptCall(_COMPARE_AND_DELETE, [self._keys.profile(customer_id)], [version])
+            for customer_id, version in profiles
+        ]
+        await run_scripts(self._redis, calls)

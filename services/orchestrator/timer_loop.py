@@ -78,8 +78,10 @@ class TimerLoop:
         claim = await self._waits.claim_due(
             now.timestamp(), self._settings.timer_lease_s, self._settings.timer_batch
         )
+        held = 0
         if claim.entries:
-            await self._fire(claim.entries, config, now, await self._behind(now))
+            held = await self._fire(claim.entries, config, now, await self._behind(now))
+        metrics.WAITS_HELD.set(held)
         return claim
 
     async def _behind(self, now: datetime) -> Callable[[str, float], bool]:
@@ -105,7 +107,8 @@ class TimerLoop:
         config: CompiledConfig,
         now: datetime,
         behind: Callable[[str, float], bool],
-    ) -> None:
+    ) -> int:
+        """Fire the claimed entries; returns how many were held."""
         by_customer: dict[str, list[TimerEntry]] = {}
         for entry in entries:
             by_customer.setdefault(entry.customer_id, []).append(entry)
@@ -165,3 +168,4 @@ class TimerLoop:
                 drop.append(entry)
         await self._waits.add(keep)
         await self._waits.remove(drop)
+        return len(held - {e for e in entries if e.customer_id in lost})

@@ -13,16 +13,17 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from services.orchestrator.lua_scripts import LuaScript, ScriptCall, run_scripts
 from shared.customer_keys import CustomerKeys
 
 # KEYS[1] shard; ARGV: now, lease end, limit. Returns [member, score, member, score, ...].
-_CLAIM = """
+_CLAIM = LuaScript("""
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[3])
 for i = 1, #due, 2 do
   redis.call('ZADD', KEYS[1], ARGV[2], due[i])
 end
 return due
-"""
+""")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +59,6 @@ class WaitIndex:
         self._redis = redis
         self._keys = keys
         self.shards = shards
-        self._claim = redis.register_script(_CLAIM)
 
     def shard(self, customer_id: str) -> str:
         return self._keys.timer_shard(customer_id, self.shards)
@@ -98,7 +98,8 @@ class WaitIndex:
 
     async def claim(self, shard_key: str, now: float, lease: float, limit: int) -> list[TimerEntry]:
         """Take up to ``limit`` due entries of one shard for ``lease`` seconds."""
-        raw: Sequence[bytes] = await self._claim(keys=[shard_key], args=[now, now + lease, limit])
+        call = ScriptCall(_CLAIM, [shard_key], [now, now + lease, limit])
+        [raw] = await run_scripts(self._redis, [call])
         return _parse(raw)
 
     async def claim_due(self, now: float, lease: float, limit: int) -> Claim:
@@ -106,10 +107,8 @@ class WaitIndex:
         trip: an equal share of ``limit`` per shard (rounded up), so that timer loops running
         side by side split a burst between them instead of one taking it all."""
         share = -(-limit // self.shards)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for key in self.shard_keys():
-                await self._claim(keys=[key], args=[now, now + lease, share], client=pipe)
-            claimed = [_parse(raw) for raw in await pipe.execute()]
+        calls = [ScriptCall(_CLAIM, [key], [now, now + lease, share]) for key in self.shard_keys()]
+        claimed = [_parse(raw) for raw in await run_scripts(self._redis, calls)]
         entries = sorted((e for shard in claimed for e in shard), key=lambda e: e.due)
         return Claim(entries, more_due=any(len(shard) == share for shard in claimed))
 

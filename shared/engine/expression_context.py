@@ -10,7 +10,7 @@ from typing import Any
 
 import cel
 
-from shared.engine.native import Native, compile_native
+from shared.engine.native import Native, NativeFallback, compile_native
 from shared.events import Event
 from shared.expressions import compile_expression
 from shared.profile import Profile
@@ -152,7 +152,10 @@ def holds(expression: Expression | None, scope: Scope) -> bool:
 def evaluate(expression: Expression, scope: Scope) -> Any:
     """Evaluate a rule expression; failures become :class:`ExpressionFailed`."""
     if expression.native is not None:
-        return expression.native(scope)
+        try:
+            return expression.native(scope)
+        except NativeFallback:
+            pass  # a value the native path does not decide: CEL gives the answer
     try:
         return expression.program.execute(scope.context)
     except (KeyError, RuntimeError, TypeError, ValueError) as exc:

@@ -1,20 +1,25 @@
-"""A native fast path for the simplest CEL expressions, the ones most stage conditions are.
+"""A native fast path for the simplest CEL expressions, the ones most conditions are.
 
 Handing an event to CEL costs about a microsecond per value (more than evaluating the
-program), so ``event.name in ["Product Viewed", "Products Searched"]`` or
-``count("Order Completed") >= 2`` are evaluated here in Python and the CEL context is
-never built for them. The subset is small and cannot fail at run time:
+program), so ``event.name in ["Product Viewed", "Products Searched"]``,
+``count("Order Completed") >= 2`` or ``double(event.properties.price) >= 20.0`` are
+evaluated here in Python and the CEL context is never built for them. The subset:
 
 - literals: ``true``, ``false``, ``null``, decimal ints and doubles, quoted strings
   without escapes;
 - ``event.name``, ``event.type`` (a string or null), ``count("...")``,
   ``days_since("...")``;
+- a field of a map: ``event.properties.x``, ``event.traits.x``, ``trigger.properties.x``,
+  ``customer.traits.x``; ``has(...)`` of one; ``double(...)`` of one or of a number;
 - ``==`` and ``!=`` (never between a bool and a non-bool), ``<``, ``<=``, ``>``, ``>=``
   between numbers, ``x in [literals]``;
 - ``&&``, ``||``, ``!`` and parentheses over booleans.
 
 Anything else returns ``None`` from :func:`compile_native`, and the expression runs in
-CEL. Results equal CEL's, which a property test checks on generated expressions.
+CEL. A field's value is known only at run time: when it is missing or is not a string,
+number, bool or null (or ``double()`` would have to parse a string), the native function
+raises :class:`NativeFallback` and that one evaluation runs in CEL, which gives the value
+or the error. Results equal CEL's, which a property test checks on generated expressions.
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ if TYPE_CHECKING:
     from shared.engine.expression_context import Scope
 
 Native = Callable[["Scope"], Any]
-Kind = Literal["bool", "number", "string", "null", "string?"]
+# "field": a map field's value, of a type known only at run time.
+Kind = Literal["bool", "number", "string", "null", "string?", "field"]
 
 _TOKEN = re.compile(
     r"""\s*(?:
@@ -43,10 +49,41 @@ _TOKEN = re.compile(
 _ORDERING = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 _PROFILE_FUNCTIONS = ("count", "days_since")
 _EVENT_FIELDS = ("name", "type")
+_SCALARS = (str, int, float, bool, type(None))
+_INT64 = 2**63
+
+
+def _event_properties(s: Scope) -> Any:
+    return s.event["properties"]
+
+
+def _event_traits(s: Scope) -> Any:
+    return s.event["traits"]
+
+
+def _trigger_properties(s: Scope) -> Any:
+    return s.trigger["properties"]  # type: ignore[index]  # no trigger: TypeError, CEL decides
+
+
+def _customer_traits(s: Scope) -> Any:
+    return s.profile.traits
+
+
+# The maps whose fields the subset reads: (variable, map) -> how a scope holds the map.
+_MAPS: dict[tuple[str, str], Callable[[Scope], Any]] = {
+    ("event", "properties"): _event_properties,
+    ("event", "traits"): _event_traits,
+    ("trigger", "properties"): _trigger_properties,
+    ("customer", "traits"): _customer_traits,
+}
 
 
 class _Unsupported(Exception):
     """Outside the native subset: the expression runs in CEL."""
+
+
+class NativeFallback(Exception):
+    """A value the native path does not decide: this evaluation runs in CEL."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,18 +188,39 @@ class _Parser:
             return _literal("bool", text == "true")
         if text == "null":
             return _literal("null", None)
-        if text == "event":
+        if text in ("event", "trigger", "customer"):
             self._take(text=".")
             field = self._take("name")
-            if field not in _EVENT_FIELDS:
-                raise _Unsupported(f"event.{field}")
-            return _event_field(field)
+            if text == "event" and field in _EVENT_FIELDS:
+                return _event_field(field)
+            return self._map_field(text, field, test_only=False)
+        if text in ("has", "double"):
+            self._take(text="(")
+            if text == "has":
+                variable = self._take("name")
+                self._take(text=".")
+                node = self._map_field(variable, self._take("name"), test_only=True)
+            else:
+                node = _double(self._or())
+            self._take(text=")")
+            return node
         if text in _PROFILE_FUNCTIONS:
             self._take(text="(")
             argument = self._take("string")[1:-1]
             self._take(text=")")
             return _profile_function(text, argument)
         raise _Unsupported(text)
+
+    def _map_field(self, variable: str, map_name: str, *, test_only: bool) -> _Node:
+        """``variable.map_name.key``: its value, or with ``test_only`` whether it is set."""
+        read = _MAPS.get((variable, map_name))
+        if read is None:
+            raise _Unsupported(f"{variable}.{map_name}")
+        self._take(text=".")
+        key = self._take("name")
+        if self._peek() == ".":
+            raise _Unsupported("nested field")
+        return _has_field(read, key) if test_only else _field(read, key)
 
     def _list(self) -> tuple[Any, ...]:
         self._take(text="[")
@@ -196,6 +254,43 @@ def _event_field(field: str) -> _Node:
     return _Node("string?", lambda s: s.event[field])
 
 
+def _field(read: Callable[[Scope], Any], key: str) -> _Node:
+    def run(s: Scope) -> Any:
+        try:
+            value = read(s)[key]
+        except (KeyError, TypeError):
+            raise NativeFallback from None  # CEL's own error (no such key, no trigger, ...)
+        if not isinstance(value, _SCALARS) or (type(value) is int and abs(value) >= _INT64):
+            raise NativeFallback
+        return value
+
+    return _Node("field", run)
+
+
+def _has_field(read: Callable[[Scope], Any], key: str) -> _Node:
+    def run(s: Scope) -> bool:
+        try:
+            return key in read(s)
+        except (KeyError, TypeError):
+            raise NativeFallback from None
+
+    return _Node("bool", run)
+
+
+def _double(inner: _Node) -> _Node:
+    if inner.kind not in ("number", "field"):
+        raise _Unsupported("double() of a non-number")
+    a = inner.run
+
+    def run(s: Scope) -> float:
+        value = a(s)
+        if type(value) not in (int, float):
+            raise NativeFallback  # a string to parse, or CEL's error
+        return float(value)
+
+    return _Node("number", run)
+
+
 def _profile_function(name: str, argument: str) -> _Node:
     if name == "count":
         return _Node("number", lambda s: s.count(argument))
@@ -213,10 +308,21 @@ def _boolean(node: _Node) -> _Node:
     return node
 
 
+def _cel_equal(x: Any, y: Any) -> bool:
+    """CEL's equality of two scalars: Python's, except that a bool equals only a bool."""
+    if type(x) is bool or type(y) is bool:
+        return type(x) is type(y) and x == y
+    return bool(x == y)
+
+
 def _compare(op: str, left: _Node, right: _Node) -> _Node:
     a, b = left.run, right.run
     if op in ("==", "!="):
         # CEL's equality across types is false, as Python's is, except bool against numbers.
+        if "field" in (left.kind, right.kind):
+            if op == "==":
+                return _Node("bool", lambda s: _cel_equal(a(s), b(s)))
+            return _Node("bool", lambda s: not _cel_equal(a(s), b(s)))
         if (left.kind == "bool") != (right.kind == "bool"):
             raise _Unsupported("bool compared with a non-bool")
         if op == "==":
@@ -232,6 +338,15 @@ def _membership(left: _Node, items: tuple[Any, ...]) -> _Node:
     if left.kind == "bool":
         raise _Unsupported("bool in a list")
     run = left.run
+    if left.kind == "field":
+
+        def member(s: Scope) -> bool:
+            value = run(s)
+            if type(value) is bool:
+                raise NativeFallback  # Python would find True in [1]; CEL does not
+            return value in items
+
+        return _Node("bool", member)
     values = frozenset(items) if left.kind != "number" else items
     return _Node("bool", lambda s: run(s) in values)
 

@@ -13,7 +13,7 @@ from shared.engine.compiled import CompiledConfig
 from shared.engine.effects import Effects
 from shared.engine.expression_context import Scope, event_view
 from shared.engine.goals import record_conversions
-from shared.engine.profile import already_applied, apply_event
+from shared.engine.profile import already_applied, apply_event, seen_tag
 from shared.engine.rules import apply_rule, triggered_rules
 from shared.engine.stage_machine import Transition, move_stages
 from shared.engine.waits import cancel_waits
@@ -43,11 +43,12 @@ def process_event(
     dedupe_window: int,
 ) -> Outcome:
     """Apply one event to the profile (in place) and decide its effects."""
+    tag = seen_tag(event.message_id)
     if profile is None:
         profile = Profile(id=event.customer_id)
-    elif already_applied(profile, event, partition, offset):
+    elif already_applied(profile, tag, partition, offset):
         return Outcome(profile, event, applied=False)
-    apply_event(profile, event, partition, offset, dedupe_window)
+    apply_event(profile, event, partition, offset, dedupe_window, tag)
     view = event_view(event)
     scope = Scope(view, profile, now, shape=config.shape)
     transitions = move_stages(profile, config.journeys, scope, event.timestamp)

@@ -20,18 +20,25 @@ def parse_time(value: str) -> datetime:
     return datetime.fromisoformat(value)
 
 
-def already_applied(profile: Profile, event: Event, partition: int, offset: int) -> bool:
-    """True when this Kafka record or this message id has changed the profile before."""
+def already_applied(profile: Profile, tag: str, partition: int, offset: int) -> bool:
+    """True when this Kafka record or this message id (its :func:`seen_tag`) has changed the
+    profile before."""
     last = profile.offsets.get(str(partition))
     if last is not None and offset <= last:
         return True
-    return seen_tag(event.message_id) in profile.seen
+    return tag in profile.seen
 
 
 def apply_event(
-    profile: Profile, event: Event, partition: int, offset: int, dedupe_window: int
+    profile: Profile,
+    event: Event,
+    partition: int,
+    offset: int,
+    dedupe_window: int,
+    tag: str | None = None,
 ) -> None:
-    """Fold one event into the profile in place: traits, counts, times, revenue, dedupe."""
+    """Fold one event into the profile in place: traits, counts, times, revenue, dedupe.
+    ``tag`` is the event's :func:`seen_tag` when the caller has it already."""
     if event.traits and event.type != "group":  # a group's traits describe the group
         profile.traits.update(event.traits)
     if event.type == "track" and event.name:
@@ -44,6 +51,6 @@ def apply_event(
         profile.first_seen = event.timestamp
     if profile.last_seen is None or event.timestamp > profile.last_seen:
         profile.last_seen = event.timestamp
-    profile.seen.append(seen_tag(event.message_id))
+    profile.seen.append(tag or seen_tag(event.message_id))
     del profile.seen[:-dedupe_window]
     profile.offsets[str(partition)] = offset

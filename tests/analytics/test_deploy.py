@@ -45,6 +45,7 @@ DESIGN_METRICS = {
 }
 OWNERS = DESIGN_METRICS | {
     "safar_action_delivery_seconds": "orchestrator",
+    "safar_waits_held": "orchestrator",
     "safar_recorder_records_total": "api",
     "safar_recorder_lag": "api",
     "safar_recorder_batch_seconds": "api",

@@ -207,7 +207,7 @@ async def test_a_nudge_is_held_until_a_lagging_events_loop_has_applied_the_purch
     the events loop resumes, the order cancels its nudge. No grace is configured."""
     await publish_config(settings, {"journeys": [PURCHASE], "rules": [abandoned_cart("3s", "0s")]})
     events = await service("orchestrator", "--role", "events").start()
-    await _start_timers(service, settings)
+    timers = await _start_timers(service, settings)
     t0 = time.time()
     await produce_events(
         settings,
@@ -226,6 +226,8 @@ async def test_a_nudge_is_held_until_a_lagging_events_loop_has_applied_the_purch
         await asyncio.sleep(max(0.0, t0 + 6 - time.time()))  # 3 s past the deadline
         async with TopicReader(settings, Topics(settings.namespace).actions) as reader:
             assert nudged(await reader.to_end()) == {}, "fired while an event was unapplied"
+        held = metric_value(await _metrics(timers), "safar_waits_held")
+        assert held == 2, f"{held} waits reported held"
     finally:
         events.proc.send_signal(signal.SIGCONT)
     await eventually(_applied(events), lambda n: n == 3, what="the order applied after the pause")
@@ -233,3 +235,4 @@ async def test_a_nudge_is_held_until_a_lagging_events_loop_has_applied_the_purch
         await reader.until(lambda v: ("bo", "b1") in nudged(v), what="bo's nudge, once caught up")
         await asyncio.sleep(1)  # ann's entry was due at the same time: fired by now or never
         assert nudged(await reader.to_end()) == {("bo", "b1"): 1}
+    assert metric_value(await _metrics(timers), "safar_waits_held") == 0

@@ -104,9 +104,8 @@ class EventRecord(_Record):
 
 
 HistoryRecord = TransitionRecord | RuleRecord | ActionOutcomeRecord | ConversionRecord | EventRecord
-_ADAPTER: TypeAdapter[HistoryRecord] = TypeAdapter(
-    Annotated[HistoryRecord, Field(discriminator="kind")]  # type: ignore[arg-type]
-)
+_DISCRIMINATED: Any = Annotated[HistoryRecord, Field(discriminator="kind")]
+_ADAPTER: TypeAdapter[HistoryRecord] = TypeAdapter(_DISCRIMINATED)
 
 
 def decode_record(raw: bytes | None) -> HistoryRecord:

@@ -1,0 +1,57 @@
+"""The events loop's profile cache never wins over Redis: a profile changed by another
+writer, or erased, is read again (the compare-and-set of the write catches the stale copy)."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import REGISTRY
+
+from services.api.customers.service import erase_redis
+from shared.customer_keys import CustomerKeys
+from shared.settings import Settings
+from tests.e2e.test_wait_policies import engine
+from tests.kafka_io import event
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def cache_hits() -> float:
+    return REGISTRY.get_sample_value("safar_profile_cache_total", {"outcome": "hit"}) or 0.0
+
+
+async def test_a_profile_written_by_another_writer_is_not_overwritten_from_the_cache(
+    settings: Settings,
+) -> None:
+    async with engine(settings, []) as safar:
+        await safar.handle([event("c1", "Product Viewed")])
+        # Another writer (a timer loop, say) changes the profile after the events loop did.
+        profile = await safar.profile("c1")
+        profile.traits["vip"] = True
+        version = (await safar.store.load_many(["c1"]))["c1"].version
+        assert await safar.store.save_many([(profile, version)]) == [True]
+
+        hits = cache_hits()
+        await safar.handle([event("c1", "Order Completed")])
+        assert cache_hits() == hits + 1, "the cached copy was not even tried"
+        stored = await safar.profile("c1")
+        assert stored.traits == {"vip": True}
+        assert stored.counts == {"Product Viewed": 1, "Order Completed": 1}
+
+        # The fresh profile is cached now: the next event builds on it without a reread.
+        await safar.handle([event("c1", "Order Completed")])
+        assert cache_hits() == hits + 2
+        assert (await safar.profile("c1")).counts["Order Completed"] == 2
+
+
+async def test_an_erased_customer_is_not_brought_back_from_the_cache(settings: Settings) -> None:
+    async with engine(settings, []) as safar:
+        await safar.handle([event("c2", "Product Viewed"), event("c2", "Product Added")])
+        await erase_redis(
+            redis=safar.redis,
+            keys=CustomerKeys(settings.namespace),
+            customer_ids={"c2"},
+            timer_shards=settings.timer_shards,
+        )
+        await safar.handle([event("c2", "Order Completed")])
+        stored = await safar.profile("c2")
+        assert stored.counts == {"Order Completed": 1}, "the erased history came back"
