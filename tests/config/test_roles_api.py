@@ -145,3 +145,19 @@ async def test_an_admin_may_edit_and_key_routes_refuse_editors(api: Api) -> None
         missing = await api.client.delete(path, headers=api.admin)
         assert missing.status_code == 404, (path, missing.text)
         assert missing.json()["code"] == "not_found" and unknown in missing.json()["message"]
+
+
+async def test_revoking_twice_answers_204_and_changes_nothing_more(api: Api) -> None:
+    source = await api.ok("POST", "/v1/sources", json={"name": "shop"}, headers=api.admin)
+    key = await api.ok(
+        "POST", "/v1/api-keys", json={"name": "ci", "role": "viewer"}, headers=api.admin
+    )
+    for path in (f"/v1/sources/{source['id']}", f"/v1/api-keys/{key['id']}"):
+        await api.ok("DELETE", path, headers=api.admin)
+        snapshots = len(await api.snapshots())
+        again = await api.client.delete(path, headers=api.admin)
+        assert again.status_code == 204, (path, again.text)
+        assert len(await api.snapshots()) == snapshots, "revoking again published a configuration"
+    audit = await api.ok("GET", "/v1/audit", params={"limit": 1000}, headers=api.viewer)
+    revokes = [(e["target_kind"], e["action"]) for e in audit if e["action"] == "revoke"]
+    assert sorted(revokes) == [("api_key", "revoke"), ("source", "revoke")]

@@ -48,11 +48,15 @@ async def list_sources(*, session: AsyncSession) -> list[SourceRow]:
     return list(await session.scalars(select(SourceRow).order_by(SourceRow.created_at)))
 
 
-async def revoke_source(*, session: AsyncSession, source_id: uuid.UUID) -> SourceRow | None:
+async def revoke_source(
+    *, session: AsyncSession, source_id: uuid.UUID
+) -> tuple[SourceRow | None, bool]:
+    """The row, and whether this call revoked it (False when it was revoked already)."""
     row = await session.get(SourceRow, source_id)
-    if row is not None and row.revoked_at is None:
-        row.revoked_at = utcnow()
-    return row
+    if row is None or row.revoked_at is not None:
+        return row, False
+    row.revoked_at = utcnow()
+    return row, True
 
 
 async def active_write_key_hashes(*, session: AsyncSession) -> list[str]:
@@ -77,11 +81,15 @@ async def list_api_keys(*, session: AsyncSession) -> list[ApiKeyRow]:
     return list(await session.scalars(select(ApiKeyRow).order_by(ApiKeyRow.created_at)))
 
 
-async def revoke_api_key(*, session: AsyncSession, key_id: uuid.UUID) -> ApiKeyRow | None:
+async def revoke_api_key(
+    *, session: AsyncSession, key_id: uuid.UUID
+) -> tuple[ApiKeyRow | None, bool]:
+    """The row, and whether this call revoked it (False when it was revoked already)."""
     row = await session.get(ApiKeyRow, key_id)
-    if row is not None and row.revoked_at is None:
-        row.revoked_at = utcnow()
-    return row
+    if row is None or row.revoked_at is not None:
+        return row, False
+    row.revoked_at = utcnow()
+    return row, True
 
 
 async def find_api_key(*, session: AsyncSession, key: str) -> ApiKeyRow | None:

@@ -94,12 +94,14 @@ async def revoke_source(
     source_id: uuid.UUID, session: SessionDep, who: Admin, publisher: PublisherDep
 ) -> Response:
     async with session.begin():
-        row = await service.revoke_source(session=session, source_id=source_id)
+        row, revoked = await service.revoke_source(session=session, source_id=source_id)
         if row is None:
             raise ApiError(404, "not_found", f"no source {source_id}")
-        change = Change("source", str(row.id), "revoke", _source_summary(row), None)
-        await record_changes(session=session, actor=who.name, changes=[change])
-    await publisher.publish()
+        if revoked:  # revoking again changes nothing: no audit entry, no new configuration
+            change = Change("source", str(row.id), "revoke", _source_summary(row), None)
+            await record_changes(session=session, actor=who.name, changes=[change])
+    if revoked:
+        await publisher.publish()
     return Response(status_code=204)
 
 
@@ -120,9 +122,12 @@ async def list_api_keys(session: SessionDep, _: Admin) -> list[ApiKeyOut]:
 @router.delete("/api-keys/{key_id}", status_code=204, summary="Revoke an API key")
 async def revoke_api_key(key_id: uuid.UUID, session: SessionDep, who: Admin) -> Response:
     async with session.begin():
-        row = await service.revoke_api_key(session=session, key_id=key_id)
+        row, revoked = await service.revoke_api_key(session=session, key_id=key_id)
         if row is None:
             raise ApiError(404, "not_found", f"no API key {key_id}")
-        change = Change("api_key", str(row.id), "revoke", _key_summary(row), None)
-        await audit.record(session=session, actor=who.name, changes=[change], config_version=None)
+        if revoked:  # revoking again changes nothing and is not audited again
+            change = Change("api_key", str(row.id), "revoke", _key_summary(row), None)
+            await audit.record(
+                session=session, actor=who.name, changes=[change], config_version=None
+            )
     return Response(status_code=204)
