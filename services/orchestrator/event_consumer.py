@@ -252,12 +252,24 @@ class EventConsumer:
             pending = sorted(lost)
 
     async def _load(self, customer_ids: list[str], sources: list[str]) -> dict[str, Stored]:
-        """Customers from the cache where it has them, the rest and every merge source
-        (about to be merged and deleted) from Redis."""
-        stored, missing = self._cache.take(customer_ids)
+        """The customers' profiles and the merge sources', in one round trip: the cached copy
+        where Redis still has its version, else (and for every merge source, about to be
+        merged and deleted) the stored profile."""
+        cached = self._cache.take(customer_ids)
         self._cache.discard(sources)
-        if missing or sources:
-            stored.update(await self._store.load_many([*missing, *sources]))
+        held = {customer_id: stored.version for customer_id, stored in cached.items()}
+        fresh = await self._store.refresh([*customer_ids, *sources], held)
+        stored: dict[str, Stored] = {}
+        outcomes: Counter[str] = Counter()
+        for customer_id, found in fresh.items():
+            if found is None:
+                stored[customer_id] = cached[customer_id]
+                outcomes["hit"] += 1
+            else:
+                stored[customer_id] = found
+                outcomes["stale" if customer_id in cached else "miss"] += 1
+        for outcome, n in outcomes.items():
+            metrics.PROFILE_CACHE.labels(outcome=outcome).inc(n)
         return stored
 
     def _process_customer(

@@ -36,7 +36,8 @@ RULE_OUTCOMES = Counter(
 )
 PROFILE_CACHE = Counter(
     "safar_profile_cache_total",
-    "Profiles the events loop found in its memory (hit) or read from Redis (miss)",
+    "Profiles the events loop had in memory at the version Redis has (hit), had at an older "
+    "version (stale) or did not have (miss); stale and missed ones are read from Redis",
     ["outcome"],
 )
 WAITS_PENDING = Gauge("safar_waits_pending", "Waits scheduled and not yet fired or cancelled")

@@ -1,19 +1,19 @@
 """The profiles this events loop stored last, kept in memory: a customer's next event then
-skips the Redis read and the decoding.
+skips sending and decoding the profile.
 
 Only the owner of a customer's partition applies that customer's events, so the copy here
-is usually current. When it is not (a timer loop fired one of the customer's waits, an
-identity merge or an erasure changed the profile), the compare-and-set of the next write
-finds another version and the customer is reprocessed from Redis, as after any lost race.
-The cache is emptied whenever the consumer group moves partitions, so a customer whose
-partition went away and came back is read from Redis again.
+is usually current. Each batch still asks Redis for the version of every profile (in the
+same round trip that reads the others): a copy whose version moved (a timer loop fired one
+of the customer's waits, an identity merge or an erasure changed the profile) is replaced
+by the stored profile before the event is applied. A change between that read and the
+write is caught by the compare-and-set, as without the cache. The cache is emptied whenever
+the consumer group moves partitions.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from services.orchestrator import metrics
 from services.orchestrator.profile_store import Stored
 from shared.profile import Profile
 
@@ -29,21 +29,16 @@ class ProfileCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def take(self, customer_ids: Iterable[str]) -> tuple[dict[str, Stored], list[str]]:
-        """Remove and return the cached profiles of these customers, and the ids not cached.
-        A taken profile is the caller's to change: it is cached again only by :meth:`put`."""
-        found: dict[str, Stored] = {}
-        missing: list[str] = []
+    def take(self, customer_ids: Iterable[str]) -> dict[str, Stored]:
+        """Remove and return the cached profiles of these customers (those it has). A taken
+        profile is the caller's to change: it is cached again only by :meth:`put`."""
         entries = self._entries
+        found: dict[str, Stored] = {}
         for customer_id in customer_ids:
             stored = entries.pop(customer_id, None)
-            if stored is None:
-                missing.append(customer_id)
-            else:
+            if stored is not None:
                 found[customer_id] = stored
-        metrics.PROFILE_CACHE.labels(outcome="hit").inc(len(found))
-        metrics.PROFILE_CACHE.labels(outcome="miss").inc(len(missing))
-        return found, missing
+        return found
 
     def put(self, profile: Profile, version: int) -> None:
         """Keep a profile as stored in Redis at ``version`` (never one not yet written)."""

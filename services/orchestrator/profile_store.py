@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -27,6 +27,15 @@ return redis.call('DEL', KEYS[1])
 """)
 
 
+# KEYS[1] profile hash; ARGV[1] the version the caller holds ('' for none). Returns
+# {nil, version} while it is still that version, else {profile, version}.
+_LOAD_UNLESS_HELD = LuaScript("""
+local v = redis.call('HGET', KEYS[1], 'v')
+if v == ARGV[1] then return {false, v} end
+return {redis.call('HGET', KEYS[1], 'p'), v}
+""")
+
+
 @dataclass(slots=True)
 class Stored:
     profile: Profile | None
@@ -46,6 +55,23 @@ class ProfileStore:
             rows = await pipe.execute()
         return {
             customer_id: Stored(None if raw is None else Profile.from_json(raw), int(version or 0))
+            for customer_id, (raw, version) in zip(customer_ids, rows, strict=True)
+        }
+
+    async def refresh(
+        self, customer_ids: Sequence[str], held: Mapping[str, int]
+    ) -> dict[str, Stored | None]:
+        """Like :meth:`load_many`, but a customer whose profile the caller holds at the
+        version Redis still has comes back as None, without the profile being sent."""
+        calls = [
+            ScriptCall(_LOAD_UNLESS_HELD, [self._keys.profile(c)], [held.get(c, "")])
+            for c in customer_ids
+        ]
+        rows = await run_scripts(self._redis, calls)
+        return {
+            customer_id: None
+            if raw is None and version is not None
+            else Stored(None if raw is None else Profile.from_json(raw), int(version or 0))
             for customer_id, (raw, version) in zip(customer_ids, rows, strict=True)
         }
 
