@@ -27,15 +27,6 @@ return redis.call('DEL', KEYS[1])
 """)
 
 
-# KEYS[1] profile hash; ARGV[1] the version the caller holds ('' for none). Returns
-# {nil, version} while it is still that version, else {profile, version}.
-_LOAD_UNLESS_HELD = LuaScript("""
-local v = redis.call('HGET', KEYS[1], 'v')
-if v == ARGV[1] then return {false, v} end
-return {redis.call('HGET', KEYS[1], 'p'), v}
-""")
-
-
 @dataclass(slots=True)
 class Stored:
     profile: Profile | None
@@ -54,7 +45,7 @@ class ProfileStore:
                 pipe.hmget(self._keys.profile(customer_id), "p", "v")
             rows = await pipe.execute()
         return {
-            customer_id: Stored(None if raw is None else Profile.from_json(raw), int(version or 0))
+            customer_id: _stored(raw, version)
             for customer_id, (raw, version) in zip(customer_ids, rows, strict=True)
         }
 
@@ -62,18 +53,29 @@ class ProfileStore:
         self, customer_ids: Sequence[str], held: Mapping[str, int]
     ) -> dict[str, Stored | None]:
         """Like :meth:`load_many`, but a customer whose profile the caller holds at the
-        version Redis still has comes back as None, without the profile being sent."""
-        calls = [
-            ScriptCall(_LOAD_UNLESS_HELD, [self._keys.profile(c)], [held.get(c, "")])
-            for c in customer_ids
-        ]
-        rows = await run_scripts(self._redis, calls)
-        return {
-            customer_id: None
-            if raw is None and version is not None
-            else Stored(None if raw is None else Profile.from_json(raw), int(version or 0))
-            for customer_id, (raw, version) in zip(customer_ids, rows, strict=True)
-        }
+        version Redis still has comes back as None, without the profile being sent: one
+        round trip reads the held versions and the other profiles, a second (only when one
+        moved) the profiles whose version moved."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for customer_id in customer_ids:
+                key = self._keys.profile(customer_id)
+                if customer_id in held:
+                    pipe.hget(key, "v")
+                else:
+                    pipe.hmget(key, "p", "v")
+            rows = await pipe.execute()
+        found: dict[str, Stored | None] = {}
+        moved = []
+        for customer_id, row in zip(customer_ids, rows, strict=True):
+            if customer_id not in held:
+                found[customer_id] = _stored(*row)
+            elif int(row or 0) == held[customer_id]:
+                found[customer_id] = None
+            else:
+                moved.append(customer_id)
+        if moved:
+            found.update(await self.load_many(moved))
+        return found
 
     async def save_many(self, writes: Sequence[tuple[Profile, int]]) -> list[bool]:
         """Write each profile if its version is unchanged; False where another writer won."""
@@ -94,3 +96,7 @@ class ProfileStore:
             for customer_id, version in profiles
         ]
         await run_scripts(self._redis, calls)
+
+
+def _stored(raw: bytes | None, version: bytes | None) -> Stored:
+    return Stored(None if raw is None else Profile.from_json(raw), int(version or 0))
