@@ -11,6 +11,7 @@ from typing import Literal
 
 import orjson
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from services.orchestrator.dispatcher.redis_keys import DispatchKeys
 
@@ -44,5 +45,15 @@ class DeliveryLog:
         )
 
     async def lookup(self, action_id: str) -> RecordedOutcome | None:
-        raw = await self._redis.get(self._keys.outcome(action_id))
+        async with self._redis.pipeline(transaction=False) as pipe:
+            self.queue_lookup(pipe, action_id)
+            [raw] = await pipe.execute()
+        return self.parse(raw)
+
+    def queue_lookup(self, pipe: Pipeline, action_id: str) -> None:
+        """Queue the lookup in a pipeline; its answer goes to :meth:`parse`."""
+        pipe.get(self._keys.outcome(action_id))
+
+    @staticmethod
+    def parse(raw: bytes | None) -> RecordedOutcome | None:
         return None if raw is None else RecordedOutcome.from_json(raw)

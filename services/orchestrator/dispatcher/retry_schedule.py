@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from services.orchestrator.dispatcher.redis_keys import DispatchKeys
 from shared.actions import ActionRecord
@@ -62,7 +63,14 @@ class RetrySchedule:
             await pipe.execute()
 
     async def contains(self, action_id: str) -> bool:
-        return bool(await self._redis.hexists(self._keys.retry_actions, action_id))
+        async with self._redis.pipeline(transaction=False) as pipe:
+            self.queue_contains(pipe, action_id)
+            [found] = await pipe.execute()
+        return bool(found)
+
+    def queue_contains(self, pipe: Pipeline, action_id: str) -> None:
+        """Queue, in a pipeline, whether a retry of the action is scheduled (truthy if so)."""
+        pipe.hexists(self._keys.retry_actions, action_id)
 
     async def size(self) -> int:
         return int(await self._redis.zcard(self._keys.retry_due))

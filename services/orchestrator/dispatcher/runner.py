@@ -116,6 +116,7 @@ class Dispatcher:
         self._producer = producer
         self._topics = Topics(settings.namespace)
         keys = DispatchKeys(settings.namespace)
+        self._redis = redis
         self._outcomes = DeliveryLog(redis, keys, settings.dispatch_outcome_ttl_s)
         self._retries = RetrySchedule(redis, keys)
         self._policy = RetryPolicy.from_settings(settings)
@@ -323,9 +324,13 @@ class Dispatcher:
             )
             return
         async with self._slots, self._delivery_slot_held(), self._exclusive(action.action_id):
-            if await self._finished_before(action):
+            recorded, scheduled = await self._persist(
+                partial(self._known, action.action_id), "outcome lookup"
+            )
+            if recorded is not None:
+                await self._skip_finished(action, recorded)
                 return
-            if await self._persist(partial(self._retries.contains, action.action_id), "lookup"):
+            if scheduled:
                 # A redelivery of an action whose retry is already scheduled: the schedule
                 # owns it now.
                 metrics.ACTIONS.labels(_channel_label(action), "duplicate").inc()
@@ -356,18 +361,32 @@ class Dispatcher:
         finally:
             self._slots.release()
 
+    async def _known(self, action_id: str) -> tuple[RecordedOutcome | None, bool]:
+        """The action's recorded outcome, and whether a retry of it is scheduled: one round
+        trip."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            self._outcomes.queue_lookup(pipe, action_id)
+            self._retries.queue_contains(pipe, action_id)
+            raw, scheduled = await pipe.execute()
+        return DeliveryLog.parse(raw), bool(scheduled)
+
     async def _finished_before(self, action: ActionRecord) -> bool:
-        """True when the action's outcome is recorded; its history record is published again
-        (same id) in case a crash came between recording and publishing."""
+        """True when the action's outcome is recorded (then skipped, see
+        :meth:`_skip_finished`)."""
         recorded = await self._persist(
             partial(self._outcomes.lookup, action.action_id), "outcome lookup"
         )
         if recorded is None:
             return False
+        await self._skip_finished(action, recorded)
+        return True
+
+    async def _skip_finished(self, action: ActionRecord, recorded: RecordedOutcome) -> None:
+        """An action finished before: its history record is published again (same id) in
+        case a crash came between recording and publishing."""
         await self._publish_outcome(action, recorded)
         metrics.ACTIONS.labels(_channel_label(action), "duplicate").inc()
         log.debug("action %s already %s; skipped", action.action_id, recorded.status)
-        return True
 
     async def _attempt(self, action: ActionRecord, *, scheduled: bool) -> None:
         attempt = action.attempt + 1
