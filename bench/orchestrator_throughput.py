@@ -3,11 +3,15 @@
 Raw limit: aiokafka ``getmany`` + one pipelined Redis write per event + commit.
 Safar: the real events loop (profiles, six stages, ten rules, waits, actions and history
 produced to Kafka, compare-and-set writes), one process, same topic, its own group.
+
+Each pass also reports this process's CPU time per event: on a machine shared with the
+broker and Redis it moves less than events/s, so it shows a change in Safar's own cost.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -30,9 +34,17 @@ console = Console(stderr=True)
 
 
 @dataclass
+class Pass:
+    events_per_s: float
+    cpu_us_per_event: float  # this process's CPU time (user + system) per event
+
+
+@dataclass
 class Result:
     raw: list[float]
     safar: list[float]
+    raw_cpu: list[float]
+    safar_cpu: list[float]
 
     @property
     def ratio(self) -> float:
@@ -54,7 +66,7 @@ async def _produce(settings: Settings, count: int, customers: int) -> None:
         await producer.stop()
 
 
-async def _raw_pass(settings: Settings, count: int) -> float:
+async def _raw_pass(settings: Settings, count: int) -> Pass:
     """The floor any Kafka->Redis consumer pays: getmany, one HSET per event, commit."""
     consumer = make_consumer(
         settings, Topics(settings.namespace).events, group_id=f"raw-{uuid.uuid4().hex}"
@@ -64,13 +76,15 @@ async def _raw_pass(settings: Settings, count: int) -> float:
     seen = 0
     try:
         watch: Stopwatch | None = None
+        cpu = 0.0
         while seen < count:
             batch = await consumer.getmany(
                 timeout_ms=200, max_records=settings.orchestrator_batch_size
             )
             if not batch:
                 continue
-            watch = watch or Stopwatch()
+            if watch is None:
+                watch, cpu = Stopwatch(), time.process_time()
             async with redis.pipeline(transaction=False) as pipe:
                 for records in batch.values():
                     for record in records:
@@ -79,13 +93,13 @@ async def _raw_pass(settings: Settings, count: int) -> float:
                 await pipe.execute()
             await consumer.commit()
         assert watch is not None
-        return count / watch.seconds()
+        return Pass(count / watch.seconds(), (time.process_time() - cpu) / count * 1e6)
     finally:
         await consumer.stop()
         await redis.aclose()
 
 
-async def _safar_pass(settings: Settings, count: int) -> float:
+async def _safar_pass(settings: Settings, count: int) -> Pass:
     """The real events loop, fresh namespace for state, same events topic."""
     run = settings.model_copy(update={"namespace": settings.namespace})
     redis = Redis.from_url(run.require("redis_url"))
@@ -115,13 +129,14 @@ async def _safar_pass(settings: Settings, count: int) -> float:
     try:
         while worker.records_done == 0:  # noqa: ASYNC110 - sampling a counter, not an event
             await asyncio.sleep(0.001)
-        watch = Stopwatch()
+        watch, cpu = Stopwatch(), time.process_time()
         first = worker.records_done
         while worker.records_done < count:
             if task.done():
                 task.result()
             await asyncio.sleep(0.005)
-        return (count - first) / watch.seconds()
+        done = count - first
+        return Pass(done / watch.seconds(), (time.process_time() - cpu) / done * 1e6)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -137,13 +152,19 @@ async def run(
     with console.status(f"producing {count:,} demo events for {customers:,} customers..."):
         await _produce(settings, count, customers)
     tune_gc()  # as `safar orchestrator` does once started; both loops run with it
-    result = Result([], [])
+    result = Result([], [], [], [])
     for round_ in range(1, rounds + 1):
         with console.status(f"round {round_}/{rounds}: raw limit..."):
-            result.raw.append(await _raw_pass(settings, count))
+            raw = await _raw_pass(settings, count)
         with console.status(f"round {round_}/{rounds}: safar events loop..."):
-            result.safar.append(await _safar_pass(settings, count))
+            safar = await _safar_pass(settings, count)
+        result.raw.append(raw.events_per_s)
+        result.safar.append(safar.events_per_s)
+        result.raw_cpu.append(raw.cpu_us_per_event)
+        result.safar_cpu.append(safar.cpu_us_per_event)
         console.print(
-            f"round {round_}: raw {result.raw[-1]:,.0f} ev/s, safar {result.safar[-1]:,.0f} ev/s"
+            f"round {round_}: raw {raw.events_per_s:,.0f} ev/s ({raw.cpu_us_per_event:.0f} µs "
+            f"CPU/event), safar {safar.events_per_s:,.0f} ev/s "
+            f"({safar.cpu_us_per_event:.0f} µs CPU/event)"
         )
     return result
