@@ -243,9 +243,7 @@ class EventConsumer:
             await self._publish(publisher, at, results)
             lost = await self._store_results([r for r in results if r.changed])
             await self._repair_index(results)
-            for r in results:
-                if r.profile.id not in lost:
-                    self._cache.put(r.profile, r.version + 1 if r.changed else r.version)
+            self._cache_stored(results, lost)
             self._count(r for r in results if r.profile.id not in lost)
             if lost:
                 log.info("%d profiles changed under us; reprocessing them", len(lost))
@@ -342,10 +340,19 @@ class EventConsumer:
             entry for r in done for entry in timer_entries(r.profile) - r.timers_before
         )
         await self._waits.remove(e for r in done for e in _gone(r.timers_before, r.profile))
-        merged = [m for r in done for m in r.merged]
-        await self._store.delete_many(merged)
-        self._cache.discard(source for source, _ in merged)
+        await self._store.delete_many([m for r in done for m in r.merged])
         return lost
+
+    def _cache_stored(self, results: list[_CustomerResult], lost: set[str]) -> None:
+        """Cache the profiles as stored now. Not one another writer won, nor one an event
+        failed on in the engine (it may be changed in place by half an event, never
+        stored), nor a merge source (deleted)."""
+        merged = {source for r in results for source, _ in r.merged}
+        for r in results:
+            if r.profile.id in lost or r.dead or r.profile.id in merged:
+                self._cache.discard([r.profile.id])
+                continue
+            self._cache.put(r.profile, r.version + 1 if r.changed else r.version)
 
     async def _repair_index(self, results: list[_CustomerResult]) -> None:
         """A replayed batch changes no profile, but the crash it follows may have come after

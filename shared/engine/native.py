@@ -91,10 +91,12 @@ class _Node:
     kind: Kind
     run: Native
     constant: bool = False  # a literal: its value is run(None)
+    number_type: type | None = None  # int or float, for a "number"
 
 
 def _literal(kind: Kind, value: Any) -> _Node:
-    return _Node(kind, lambda _scope: value, constant=True)
+    number_type = type(value) if kind == "number" else None
+    return _Node(kind, lambda _scope: value, constant=True, number_type=number_type)
 
 
 def _tokens(source: str) -> list[tuple[str, str]]:
@@ -288,13 +290,13 @@ def _double(inner: _Node) -> _Node:
             raise NativeFallback  # a string to parse, or CEL's error
         return float(value)
 
-    return _Node("number", run)
+    return _Node("number", run, number_type=float)
 
 
 def _profile_function(name: str, argument: str) -> _Node:
     if name == "count":
-        return _Node("number", lambda s: s.count(argument))
-    return _Node("number", lambda s: s.days_since(argument))
+        return _Node("number", lambda s: s.count(argument), number_type=int)
+    return _Node("number", lambda s: s.days_since(argument), number_type=int)
 
 
 def _number(text: str, negative: bool = False) -> _Node:
@@ -308,18 +310,32 @@ def _boolean(node: _Node) -> _Node:
     return node
 
 
+def _as_doubles(x: Any, y: Any) -> tuple[Any, Any]:
+    """CEL compares an int with a double as two doubles (2**53 + 1 == 2.0**53 holds)."""
+    if type(x) is int and type(y) is float:
+        return float(x), y
+    if type(x) is float and type(y) is int:
+        return x, float(y)
+    return x, y
+
+
 def _cel_equal(x: Any, y: Any) -> bool:
-    """CEL's equality of two scalars: Python's, except that a bool equals only a bool."""
+    """CEL's equality of two scalars: Python's, except that a bool equals only a bool and an
+    int meets a double as a double."""
     if type(x) is bool or type(y) is bool:
         return type(x) is type(y) and x == y
-    return bool(x == y)
+    return bool(operator.eq(*_as_doubles(x, y)))
 
 
 def _compare(op: str, left: _Node, right: _Node) -> _Node:
     a, b = left.run, right.run
     if op in ("==", "!="):
-        # CEL's equality across types is false, as Python's is, except bool against numbers.
-        if "field" in (left.kind, right.kind):
+        # CEL's equality across types is false, as Python's is, except bool against numbers
+        # and ints against doubles.
+        numbers = left.kind == right.kind == "number"
+        if "field" in (left.kind, right.kind) or (
+            numbers and left.number_type is not right.number_type
+        ):
             if op == "==":
                 return _Node("bool", lambda s: _cel_equal(a(s), b(s)))
             return _Node("bool", lambda s: not _cel_equal(a(s), b(s)))
@@ -331,6 +347,8 @@ def _compare(op: str, left: _Node, right: _Node) -> _Node:
     if left.kind != "number" or right.kind != "number":
         raise _Unsupported("ordering of non-numbers")
     compare = _ORDERING[op]
+    if left.number_type is not right.number_type:
+        return _Node("bool", lambda s: compare(*_as_doubles(a(s), b(s))))
     return _Node("bool", lambda s: compare(a(s), b(s)))
 
 
@@ -338,13 +356,15 @@ def _membership(left: _Node, items: tuple[Any, ...]) -> _Node:
     if left.kind == "bool":
         raise _Unsupported("bool in a list")
     run = left.run
-    if left.kind == "field":
-
+    if left.kind == "field" or (
+        left.kind == "number" and any(type(i) in (int, float) for i in items)
+    ):
+        # Element by element, with CEL's equality (no bools in the list: see _list).
         def member(s: Scope) -> bool:
             value = run(s)
             if type(value) is bool:
                 raise NativeFallback  # Python would find True in [1]; CEL does not
-            return value in items
+            return any(_cel_equal(value, item) for item in items)
 
         return _Node("bool", member)
     values = frozenset(items) if left.kind != "number" else items

@@ -3,6 +3,8 @@ writer, or erased, is read again before the next event is applied to it."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from prometheus_client import REGISTRY
 
@@ -55,3 +57,16 @@ async def test_an_erased_customer_is_not_brought_back_from_the_cache(settings: S
         await safar.handle([event("c2", "Order Completed")])
         stored = await safar.profile("c2")
         assert stored.counts == {"Order Completed": 1}, "the erased history came back"
+
+
+async def test_an_event_that_failed_halfway_leaves_nothing_in_the_cache(
+    settings: Settings,
+) -> None:
+    async with engine(settings, []) as safar:
+        await safar.handle([event("c3", "Product Viewed")])
+        # Counted, then its timestamp fails to parse: the engine raises, the event goes to
+        # safar.dlq, and the half-changed profile must not be the next event's start.
+        broken = replace(event("c3", "Broken"), timestamp="not a time")
+        await safar.handle([broken])
+        await safar.handle([event("c3", "Order Completed")])
+        assert (await safar.profile("c3")).counts == {"Product Viewed": 1, "Order Completed": 1}

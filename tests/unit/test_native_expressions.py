@@ -24,9 +24,12 @@ NAMES = ["Order Completed", "Product Viewed", "A"]
 KEYS = ["price", "cart_id", "flag", "missing"]
 # Values a field may hold, the awkward ones included: CEL decides those (and errors).
 FIELD_VALUES = [25.0, 20, 0, -1, 2.5, "cart-1", "", "2.5", "A", True, False, None, [1], {"a": 1}]
+# Beyond 2**53 an int and a double differ in Python and are equal in CEL (compared as doubles).
+FIELD_VALUES += [2**53 + 1, 2.0**53, 2**63 - 1, 9.223372036854776e18]
 
 literals = st.one_of(
     st.sampled_from(["true", "false", "null", "0", "2", "-1", "2.0", "0.5", "1e3", "2u"]),
+    st.sampled_from(["9007199254740993", "9007199254740992.0", "9223372036854775807"]),
     st.sampled_from([*NAMES, "", "b'", 'x\\"y']).map(lambda s: f'"{s}"'),
     st.sampled_from(NAMES).map(lambda s: f"'{s}'"),
 )
@@ -151,3 +154,24 @@ def test_every_expression_of_the_demo_bundle_is_evaluated_natively() -> None:
             sources += [rule.wait.key, rule.wait.unless and rule.wait.unless.match]
     found = [source for source in sources if source]
     assert len(found) > 10 and all(compile_native(source) is not None for source in found)
+
+
+@pytest.mark.parametrize(
+    ("source", "properties"),
+    [
+        ("event.properties.x == 9007199254740992.0", {"x": 2**53 + 1}),
+        ("event.properties.x == event.properties.y", {"x": 2**63 - 1, "y": 9.223372036854776e18}),
+        ("event.properties.x in [9007199254740993]", {"x": 2.0**53}),
+        ("double(event.properties.x) < 9007199254740993", {"x": 2**53}),
+        ("double(event.properties.x) == event.properties.x", {"x": 2**53 + 1}),
+        ("count('A') in [1.0, 2.0]", {}),
+    ],
+)
+def test_an_int_meets_a_double_as_a_double(source: str, properties: dict[str, Any]) -> None:
+    scope = Scope(
+        {"name": "A", "type": "track", "properties": properties, "traits": {}},
+        Profile(id="c1", counts={"A": 2}),
+        NOW,
+    )
+    assert compile_native(source) is not None
+    assert _ours(source, scope) == _cel(source, scope), source
