@@ -272,9 +272,12 @@ def _field(read: Callable[[Scope], Any], key: str) -> _Node:
 def _has_field(read: Callable[[Scope], Any], key: str) -> _Node:
     def run(s: Scope) -> bool:
         try:
-            return key in read(s)
+            container = read(s)
         except (KeyError, TypeError):
             raise NativeFallback from None
+        if type(container) is not dict:
+            raise NativeFallback  # `in` would test a string or a list; CEL's has() errs
+        return key in container
 
     return _Node("bool", run)
 
