@@ -3,7 +3,8 @@
 Effects go first (actions and history records acknowledged by Kafka), then the profile is
 written with compare-and-set and its new timers indexed, then the offset is committed. A
 crash anywhere replays records that the profile's offsets and message ids recognise as
-applied.
+applied. An event that fails in the engine is dead-lettered, and its customer's other events
+of the batch are applied again, without it, from the stored profile.
 """
 
 from __future__ import annotations
@@ -81,6 +82,22 @@ def _gone(before: set[TimerEntry], profile: Profile) -> list[TimerEntry]:
     """Timer entries whose wait left the profile (compared by member, not due time)."""
     still = {e.member for e in timer_entries(profile)}
     return [e for e in before if e.member not in still]
+
+
+def _without_dead(
+    by_customer: dict[str, list[_Pending]], results: list[_CustomerResult]
+) -> set[str]:
+    """Take the events that failed in the engine out of their customers' lists; returns the
+    customers whose other events are to be applied again, from the stored profile."""
+    redo = set()
+    for result in results:
+        if result.dead:
+            dead = {id(item) for item, _ in result.dead}
+            left = [p for p in by_customer[result.profile.id] if id(p) not in dead]
+            by_customer[result.profile.id] = left
+            if left:
+                redo.add(result.profile.id)
+    return redo
 
 
 class _FinishBatchBeforeRevoke(ConsumerRebalanceListener):
@@ -241,13 +258,14 @@ class EventConsumer:
                 self._process_customer(result, by_customer[cid], stored, config, now)
                 results.append(result)
             await self._publish(publisher, at, results)
-            lost = await self._store_results([r for r in results if r.changed])
-            await self._repair_index(results)
+            done = [r for r in results if not r.dead]
+            lost = await self._store_results([r for r in done if r.changed])
+            await self._repair_index(done)
             self._cache_stored(results, lost)
-            self._count(r for r in results if r.profile.id not in lost)
+            self._count(r for r in done if r.profile.id not in lost)
             if lost:
                 log.info("%d profiles changed under us; reprocessing them", len(lost))
-            pending = sorted(lost)
+            pending = sorted(lost | _without_dead(by_customer, results))
 
     async def _load(self, customer_ids: list[str], sources: list[str]) -> dict[str, Stored]:
         """The customers' profiles and the merge sources', in one round trip: the cached copy
@@ -300,18 +318,21 @@ class EventConsumer:
                 )
             except Exception as exc:
                 # would fail the same way, so the event is dead-lettered and the stream goes on.
+                # The profile may hold half of it: nothing of this customer is published or
+                # stored, and its other events are applied again from the stored profile.
                 log.exception("event %s failed in the engine", item.event.message_id)
                 result.dead.append((item, f"{type(exc).__name__}: {exc}"))
-                continue
+                return
             result.outcomes.append(outcome)
 
     async def _publish(
         self, publisher: EffectsPublisher, at: str, results: list[_CustomerResult]
     ) -> None:
-        """Actions, history and dead letters, acknowledged before any profile is written."""
+        """Actions, history and dead letters, acknowledged before any profile is written (no
+        outcome of a customer with a dead-lettered event: they are decided again)."""
         dead: list[Awaitable[None]] = []
         for result in results:
-            for outcome in result.outcomes:
+            for outcome in () if result.dead else result.outcomes:
                 if outcome.applied:
                     publisher.add(
                         result.profile.id,
