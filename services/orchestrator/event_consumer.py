@@ -365,15 +365,13 @@ class EventConsumer:
         return lost
 
     def _cache_stored(self, results: list[_CustomerResult], lost: set[str]) -> None:
-        """Cache the profiles as stored now. Not one another writer won, nor one an event
-        failed on in the engine (it may be changed in place by half an event, never
-        stored), nor a merge source (deleted)."""
+        """Cache the profiles as stored now (``_load`` took them out). Not one another writer
+        won, nor one an event failed on in the engine (it may be changed in place by half an
+        event, never stored), nor a merge source (deleted)."""
         merged = {source for r in results for source, _ in r.merged}
         for r in results:
-            if r.profile.id in lost or r.dead or r.profile.id in merged:
-                self._cache.discard([r.profile.id])
-                continue
-            self._cache.put(r.profile, r.version + 1 if r.changed else r.version)
+            if r.profile.id not in lost and not r.dead and r.profile.id not in merged:
+                self._cache.put(r.profile, r.version + 1 if r.changed else r.version)
 
     async def _repair_index(self, results: list[_CustomerResult]) -> None:
         """A replayed batch changes no profile, but the crash it follows may have come after

@@ -26,9 +26,6 @@ class ProfileCache:
         # Insertion order is recency order: take() pops, put() appends.
         self._entries: dict[str, Stored] = {}
 
-    def __len__(self) -> int:
-        return len(self._entries)
-
     def take(self, customer_ids: Iterable[str]) -> dict[str, Stored]:
         """Remove and return the cached profiles of these customers (those it has). A taken
         profile is the caller's to change: it is cached again only by :meth:`put`."""

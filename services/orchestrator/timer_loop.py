@@ -168,4 +168,4 @@ class TimerLoop:
                 drop.append(entry)
         await self._waits.add(keep)
         await self._waits.remove(drop)
-        return len(held - {e for e in entries if e.customer_id in lost})
+        return sum(1 for entry in held if entry.customer_id not in lost)

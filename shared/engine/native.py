@@ -359,9 +359,10 @@ def _membership(left: _Node, items: tuple[Any, ...]) -> _Node:
     if left.kind == "bool":
         raise _Unsupported("bool in a list")
     run = left.run
-    if left.kind == "field" or (
-        left.kind == "number" and any(type(i) in (int, float) for i in items)
-    ):
+    mixed = left.kind == "number" and any(
+        type(i) in (int, float) and type(i) is not left.number_type for i in items
+    )
+    if left.kind == "field" or mixed:
         # Element by element, with CEL's equality (no bools in the list: see _list).
         def member(s: Scope) -> bool:
             value = run(s)
