@@ -53,6 +53,7 @@ class Result:
     lateness: list[float]
     cancel_p99_bucket: float
     unexpected_nudges: int
+    cpu_share: dict[str, float]  # per process: CPU seconds over the driven seconds
 
 
 def _bundle(hook: str) -> dict[str, object]:
@@ -152,6 +153,12 @@ def _spawn(name: str, env: dict[str, str], log_path: Path, *args: str) -> subpro
         )
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU a process has used so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _cancel_p99(metrics_text: str) -> float:
     buckets = []
     for line in metrics_text.splitlines():
@@ -193,11 +200,11 @@ async def run(settings: Settings, rate: int = 1000, seconds: float = 20.0) -> Re
     # One process per orchestrator loop, as deployed for latency: the events loop never
     # waits behind deliveries or timers on a shared event loop.
     ports = {role: free_port() for role in ("timers", "dispatcher")}
-    procs = [
-        _spawn("ingest", env, log_path),
-        _spawn("orchestrator", env, log_path, "--role", "events"),
-        *(
-            _spawn(
+    procs = {
+        "ingest": _spawn("ingest", env, log_path),
+        "events": _spawn("orchestrator", env, log_path, "--role", "events"),
+        **{
+            role: _spawn(
                 "orchestrator",
                 env | {"SAFAR_ORCHESTRATOR_PORT": str(port)},
                 log_path,
@@ -205,8 +212,8 @@ async def run(settings: Settings, rate: int = 1000, seconds: float = 20.0) -> Re
                 role,
             )
             for role, port in ports.items()
-        ),
-    ]
+        },
+    }
     try:
         async with httpx.AsyncClient() as client:
             for port in (settings.orchestrator_port, settings.ingest_port, *ports.values()):
@@ -221,7 +228,14 @@ async def run(settings: Settings, rate: int = 1000, seconds: float = 20.0) -> Re
                     if time.monotonic() > deadline:
                         raise RuntimeError(f"port {port} not ready")
                     await asyncio.sleep(0.1)
+            cpu_before = {name: _cpu_seconds(proc.pid) for name, proc in procs.items()}
+            started = time.perf_counter()
             sent, bought = await _drive(settings, rate, seconds)
+            driven = time.perf_counter() - started
+            cpu_share = {
+                name: (_cpu_seconds(proc.pid) - cpu_before[name]) / driven
+                for name, proc in procs.items()
+            }
             # Let the last waits come due and their webhooks arrive.
             await asyncio.sleep(WAIT_S + 3)
             metrics = (
@@ -236,9 +250,10 @@ async def run(settings: Settings, rate: int = 1000, seconds: float = 20.0) -> Re
             arrivals.nudges,
             _cancel_p99(metrics),
             unexpected,
+            cpu_share,
         )
     finally:
-        for proc in procs:
+        for proc in procs.values():
             proc.terminate()
             proc.wait()
         server.should_exit = True
@@ -299,6 +314,9 @@ def summary(result: Result) -> list[str]:
         f"| event -> webhook p99 by 10 s of the run | {_by_window(result)} | "
         "flat if the pipeline is steady |",
         f"| nudges for carts that were bought | {result.unexpected_nudges} | expected 0 |",
+        "| CPU while driven, % of a core | "
+        + ", ".join(f"{name} {share:.0%}" for name, share in result.cpu_share.items())
+        + " | where the cores go |",
     ]
 
 

@@ -38,11 +38,14 @@ class DeliveryLog:
         self._keys = keys
         self._ttl_s = ttl_s
 
-    async def record(self, action_id: str, outcome: RecordedOutcome) -> None:
-        """Record the outcome unless one is recorded already: the first one is final."""
-        await self._redis.set(
-            self._keys.outcome(action_id), outcome.to_json(), ex=self._ttl_s, nx=True
-        )
+    async def record_many(self, outcomes: list[tuple[str, RecordedOutcome]]) -> list[None]:
+        """Record each ``(action_id, outcome)`` unless the action has one already: the first
+        one is final. One round trip."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for action_id, outcome in outcomes:
+                pipe.set(self._keys.outcome(action_id), outcome.to_json(), ex=self._ttl_s, nx=True)
+            await pipe.execute()
+        return [None] * len(outcomes)
 
     async def lookup(self, action_id: str) -> RecordedOutcome | None:
         async with self._redis.pipeline(transaction=False) as pipe:

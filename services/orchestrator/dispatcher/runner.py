@@ -32,6 +32,7 @@ from redis.exceptions import RedisError
 from services.orchestrator import metrics
 from services.orchestrator.dispatcher.action_history import ActionStatus, action_record
 from services.orchestrator.dispatcher.channels import CHANNELS, Channel, Delivered
+from services.orchestrator.dispatcher.coalescer import Coalescer
 from services.orchestrator.dispatcher.delivery_log import DeliveryLog, RecordedOutcome
 from services.orchestrator.dispatcher.email import EmailChannel
 from services.orchestrator.dispatcher.exceptions import DeliveryError
@@ -45,7 +46,7 @@ from services.orchestrator.dispatcher.webhook import USER_AGENT, WebhookChannel
 from shared.actions import ActionDecodeError, ActionRecord
 from shared.dead_letters import dead_letter
 from shared.events import format_time
-from shared.kafka import make_consumer, stop_consumer
+from shared.kafka import make_consumer, send_batches, stop_consumer
 from shared.settings import Settings
 from shared.templates import TemplateRenderer, TemplateRenderError, template_context
 from shared.topics import Topics
@@ -119,6 +120,10 @@ class Dispatcher:
         self._redis = redis
         self._outcomes = DeliveryLog(redis, keys, settings.dispatch_outcome_ttl_s)
         self._retries = RetrySchedule(redis, keys)
+        # What every action asks for, batched across the deliveries of one event-loop turn.
+        self._known = Coalescer(self._look_up)
+        self._record = Coalescer(self._outcomes.record_many)
+        self._history = Coalescer(self._send_history)
         self._policy = RetryPolicy.from_settings(settings)
         self._renderer = TemplateRenderer()
         self._rng = rng or random.Random()
@@ -211,6 +216,8 @@ class Dispatcher:
         if task is not None and not task.cancelled() and task.exception() is not None:
             log.error("the dispatcher had stopped on an error: %r", task.exception())
         await self._finish_or_cancel(set(self._scheduled).union(*self._by_partition.values()))
+        for coalescer in (self._known, self._record, self._history):
+            await coalescer.close()
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             await self._commit(consumer)
@@ -361,14 +368,23 @@ class Dispatcher:
         finally:
             self._slots.release()
 
-    async def _known(self, action_id: str) -> tuple[RecordedOutcome | None, bool]:
-        """The action's recorded outcome, and whether a retry of it is scheduled: one round
-        trip."""
+    async def _look_up(self, action_ids: list[str]) -> list[tuple[RecordedOutcome | None, bool]]:
+        """Each action's recorded outcome, and whether a retry of it is scheduled: one round
+        trip for all."""
         async with self._redis.pipeline(transaction=False) as pipe:
-            self._outcomes.queue_lookup(pipe, action_id)
-            self._retries.queue_contains(pipe, action_id)
-            raw, scheduled = await pipe.execute()
-        return DeliveryLog.parse(raw), bool(scheduled)
+            for action_id in action_ids:
+                self._outcomes.queue_lookup(pipe, action_id)
+                self._retries.queue_contains(pipe, action_id)
+            answers = await pipe.execute()
+        return [
+            (DeliveryLog.parse(answers[i]), bool(answers[i + 1])) for i in range(0, len(answers), 2)
+        ]
+
+    async def _send_history(self, records: list[tuple[bytes, bytes]]) -> list[None]:
+        """History records, one Kafka record batch per partition, acknowledged."""
+        futures = await send_batches(self._producer, self._topics.history, records)
+        await asyncio.gather(*futures)
+        return [None] * len(records)
 
     async def _finished_before(self, action: ActionRecord) -> bool:
         """True when the action's outcome is recorded (then skipped, see
@@ -511,7 +527,7 @@ class Dispatcher:
     ) -> None:
         """A final outcome: recorded (a redelivery then skips the action), published to
         history, and the action's retry, if it had one, unscheduled."""
-        await self._persist(partial(self._outcomes.record, action.action_id, outcome), "recording")
+        await self._persist(partial(self._record, (action.action_id, outcome)), "recording")
         await self._publish_outcome(action, outcome)
         if scheduled:
             await self._persist(partial(self._retries.remove, action.action_id), "unscheduling")
@@ -542,13 +558,7 @@ class Dispatcher:
             retry_at=retry_at,
         )
         await self._persist(
-            partial(
-                self._producer.send_and_wait,
-                self._topics.history,
-                value,
-                key=action.customer_id.encode(),
-            ),
-            "publishing history",
+            partial(self._history, (action.customer_id.encode(), value)), "publishing history"
         )
 
     async def _dead_letter_raw(
