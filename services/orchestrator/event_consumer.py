@@ -259,8 +259,7 @@ class EventConsumer:
                 results.append(result)
             await self._publish(publisher, at, results)
             done = [r for r in results if not r.dead]
-            lost = await self._store_results([r for r in done if r.changed])
-            await self._repair_index(done)
+            lost = await self._store_results(done)
             self._cache_stored(results, lost)
             self._count(r for r in done if r.profile.id not in lost)
             if lost:
@@ -347,21 +346,31 @@ class EventConsumer:
             await asyncio.gather(*dead)
 
     async def _store_results(self, results: list[_CustomerResult]) -> set[str]:
-        """Write profiles (CAS), then index their new timers, drop finished timers and
-        merged anonymous profiles. Returns the customers another writer changed meanwhile.
+        """Write the changed profiles (CAS); then, in one round trip, index their new timers,
+        drop their finished ones and put back what a replayed customer's index misses; then
+        delete merged anonymous profiles. Returns the customers another writer changed
+        meanwhile.
 
         Timers are indexed only once their wait is stored: a timer loop that claimed an
         entry before would find no wait and drop the entry as stale. A crash between the
-        write and the indexing replays the batch, and :meth:`_repair_index` puts the
-        entries back."""
-        saved = await self._store.save_many([(r.profile, r.version) for r in results])
-        lost = {r.profile.id for r, ok in zip(results, saved, strict=True) if not ok}
-        done = [r for r in results if r.profile.id not in lost]
-        await self._waits.add(
-            entry for r in done for entry in timer_entries(r.profile) - r.timers_before
+        write and the indexing replays the batch, which changes no profile, so the entries
+        of unchanged customers whose events were replays are added where missing (without
+        touching entries a timer loop holds)."""
+        changed = [r for r in results if r.changed]
+        saved = await self._store.save_many([(r.profile, r.version) for r in changed])
+        lost = {r.profile.id for r, ok in zip(changed, saved, strict=True) if not ok}
+        stored = [r for r in changed if r.profile.id not in lost]
+        await self._waits.update(
+            add=(entry for r in stored for entry in timer_entries(r.profile) - r.timers_before),
+            remove=(entry for r in stored for entry in _gone(r.timers_before, r.profile)),
+            add_missing=(
+                entry
+                for r in results
+                if not r.changed and any(not o.applied for o in r.outcomes)
+                for entry in timer_entries(r.profile)
+            ),
         )
-        await self._waits.remove(e for r in done for e in _gone(r.timers_before, r.profile))
-        await self._store.delete_many([m for r in done for m in r.merged])
+        await self._store.delete_many([m for r in stored for m in r.merged])
         return lost
 
     def _cache_stored(self, results: list[_CustomerResult], lost: set[str]) -> None:
@@ -372,17 +381,6 @@ class EventConsumer:
         for r in results:
             if r.profile.id not in lost and not r.dead and r.profile.id not in merged:
                 self._cache.put(r.profile, r.version + 1 if r.changed else r.version)
-
-    async def _repair_index(self, results: list[_CustomerResult]) -> None:
-        """A replayed batch changes no profile, but the crash it follows may have come after
-        a profile write and before its timers were indexed: index any that are missing
-        (without touching entries a timer loop holds)."""
-        await self._waits.add_missing(
-            entry
-            for r in results
-            if not r.changed and any(not o.applied for o in r.outcomes)
-            for entry in timer_entries(r.profile)
-        )
 
     async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], error: str) -> None:
         await dead_letter(

@@ -166,6 +166,5 @@ class TimerLoop:
                 keep.append(replace(entry, due=wait.due))
             else:
                 drop.append(entry)
-        await self._waits.add(keep)
-        await self._waits.remove(drop)
+        await self._waits.update(add=keep, remove=drop)
         return sum(1 for entry in held if entry.customer_id not in lost)

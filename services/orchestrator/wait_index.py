@@ -66,31 +66,26 @@ class WaitIndex:
     def shard_keys(self) -> list[str]:
         return self._keys.timer_shards(self.shards)
 
-    async def add(self, entries: Iterable[TimerEntry]) -> None:
-        """Add or move entries (ZADD replaces the score of an existing member)."""
+    async def update(
+        self,
+        *,
+        add: Iterable[TimerEntry] = (),
+        add_missing: Iterable[TimerEntry] = (),
+        remove: Iterable[TimerEntry] = (),
+    ) -> None:
+        """One round trip: add or move the ``add`` entries (ZADD replaces the score of an
+        existing member); add the ``add_missing`` ones that are not in the index (existing
+        ones, maybe claimed with a lease as their score, are left as they are); remove the
+        ``remove`` ones. The three must not share members."""
         async with self._redis.pipeline(transaction=False) as pipe:
             count = 0
-            for entry in entries:
+            for entry in add:
                 pipe.zadd(self.shard(entry.customer_id), {entry.member: entry.due})
                 count += 1
-            if count:
-                await pipe.execute()
-
-    async def add_missing(self, entries: Iterable[TimerEntry]) -> None:
-        """Add entries that are not in the index; existing ones (maybe claimed, their score
-        a lease) are left as they are."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            count = 0
-            for entry in entries:
+            for entry in add_missing:
                 pipe.zadd(self.shard(entry.customer_id), {entry.member: entry.due}, nx=True)
                 count += 1
-            if count:
-                await pipe.execute()
-
-    async def remove(self, entries: Iterable[TimerEntry]) -> None:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            count = 0
-            for entry in entries:
+            for entry in remove:
                 pipe.zrem(self.shard(entry.customer_id), entry.member)
                 count += 1
             if count:

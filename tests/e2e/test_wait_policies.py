@@ -164,7 +164,7 @@ async def test_a_claim_abandoned_by_a_dead_claimer_goes_to_another_after_its_lea
         waits = WaitIndex(redis, CustomerKeys(settings.namespace), shards=4)
         t0 = time.time()
         entries = [TimerEntry(f"c{i}", "nudge", f"cart-{i}", t0 - 1) for i in range(40)]
-        await waits.add(entries)
+        await waits.update(add=entries)
         lease = 2.0
 
         async def claim_all(claimer_lease: float) -> list[TimerEntry]:
