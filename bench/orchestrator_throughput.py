@@ -15,7 +15,6 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
 from rich.console import Console
 
 from bench.harness import Stopwatch, demo_events, demo_snapshot, median
@@ -23,6 +22,7 @@ from services.orchestrator.active_config import ActiveConfig
 from services.orchestrator.event_consumer import EventConsumer
 from services.orchestrator.events_progress import EventsProgress
 from services.orchestrator.profile_store import ProfileStore
+from services.orchestrator.redis_client import orchestrator_redis
 from services.orchestrator.wait_index import WaitIndex
 from shared.customer_keys import CustomerKeys
 from shared.kafka import ensure_topics, make_consumer, make_producer
@@ -71,7 +71,8 @@ async def _raw_pass(settings: Settings, count: int) -> Pass:
     consumer = make_consumer(
         settings, Topics(settings.namespace).events, group_id=f"raw-{uuid.uuid4().hex}"
     )
-    redis = Redis.from_url(settings.require("redis_url"))
+    # The same client options as the events loop: the floor without redis-py's timeouts.
+    redis = orchestrator_redis(settings)
     await consumer.start()
     seen = 0
     try:
@@ -102,7 +103,7 @@ async def _raw_pass(settings: Settings, count: int) -> Pass:
 async def _safar_pass(settings: Settings, count: int) -> Pass:
     """The real events loop, fresh namespace for state, same events topic."""
     run = settings.model_copy(update={"namespace": settings.namespace})
-    redis = Redis.from_url(run.require("redis_url"))
+    redis = orchestrator_redis(run)
     # Fresh Redis state per pass so every pass does the same work.
     keys = CustomerKeys(f"{run.namespace}-{uuid.uuid4().hex[:6]}")
     producer = make_producer(run)

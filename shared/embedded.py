@@ -154,11 +154,13 @@ class EmbeddedStack:
         postgres: bool = True,
         host: str = "127.0.0.1",
         kafka_port: int | None = None,
+        redis_port: int | None = None,
     ) -> None:
         self.data_dir = data_dir.resolve()
         self.host = host
-        # A fixed port lets a stopped and restarted broker keep its address (outage tests).
+        # Fixed ports let a stopped and restarted server keep its address (outage tests).
         self.kafka_port = kafka_port
+        self.redis_port = redis_port
         self._want = {"kafka": kafka, "redis": redis, "postgres": postgres}
         self.children: list[Child] = []
 
@@ -222,7 +224,7 @@ class EmbeddedStack:
         return f"{self.host}:{port}"
 
     def _start_redis(self) -> str:
-        port = free_port(self.host)
+        port = self.redis_port or free_port(self.host)
         redis_dir = self.data_dir / "redis"
         redis_dir.mkdir(parents=True, exist_ok=True)
         self._launch(

@@ -11,13 +11,13 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Literal
 
 from fastapi import FastAPI, Request
-from redis.asyncio import Redis
 
 from services.orchestrator.active_config import ActiveConfig
 from services.orchestrator.dispatcher import Dispatcher
 from services.orchestrator.event_consumer import EventConsumer
 from services.orchestrator.events_progress import EventsProgress
 from services.orchestrator.profile_store import ProfileStore
+from services.orchestrator.redis_client import orchestrator_redis
 from services.orchestrator.timer_loop import TimerLoop
 from services.orchestrator.wait_index import WaitIndex
 from shared.config_feed import ConfigFeed
@@ -66,7 +66,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.consuming = False
     app.state.failed = False
     async with AsyncExitStack() as stack:
-        redis = Redis.from_url(settings.require("redis_url"))
+        redis = orchestrator_redis(settings)
         stack.push_async_callback(redis.aclose)
         app.state.redis = redis
         producer = make_producer(settings)

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 # Compare-and-set rounds within one tick before a contended customer's entries are put back.
 _CAS_ATTEMPTS = 5
+_MAX_FAILING_POLL_S = 1.0  # the slowest poll while ticks fail: waits fire within ~1 s of recovery
 
 
 class TimerLoop:
@@ -58,7 +59,10 @@ class TimerLoop:
         self._topics = Topics(settings.namespace)
 
     async def run(self) -> None:
-        """Poll every ``timer_poll_s``; go again at once while a burst is being worked off."""
+        """Poll every ``timer_poll_s``; go again at once while a burst is being worked off.
+        While Redis or Kafka fails, the polls back off to one a second."""
+        poll_s = self._settings.timer_poll_s
+        delay = poll_s
         while True:
             config = self._config.current
             more_due = False
@@ -66,10 +70,14 @@ class TimerLoop:
                 try:
                     more_due = (await self.tick(config)).more_due
                     metrics.WAITS_PENDING.set(await self._waits.pending())
+                    delay = poll_s
                 except (RedisError, KafkaError, OSError) as exc:
-                    log.warning("timer tick failed (%s); retrying", exc)
+                    log.warning("timer tick failed (%s); retrying in %.1fs", exc, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, max(poll_s, _MAX_FAILING_POLL_S))
+                    continue
             if not more_due:
-                await asyncio.sleep(self._settings.timer_poll_s)
+                await asyncio.sleep(poll_s)
 
     async def tick(self, config: CompiledConfig, now: datetime | None = None) -> Claim:
         """Claim what is due at ``now`` (the wall clock if not given) in every shard, up to
