@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -104,12 +104,16 @@ class _FinishBatchBeforeRevoke(ConsumerRebalanceListener):
     """Partitions are handed over only after the batch in flight is stored and committed;
     the profiles cached for them are forgotten."""
 
-    def __init__(self, lock: asyncio.Lock, cache: ProfileCache) -> None:
+    def __init__(
+        self, lock: asyncio.Lock, settled: Callable[[], Awaitable[None]], cache: ProfileCache
+    ) -> None:
         self._lock = lock
+        self._settled = settled
         self._cache = cache
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self._lock:
+            await self._settled()
             log.info("giving up partitions %s", sorted(tp.partition for tp in revoked))
             self._cache.clear()
 
@@ -139,7 +143,9 @@ class EventConsumer:
         self._lock = asyncio.Lock()
         self._cache = ProfileCache(settings.orchestrator_profile_cache)
         self._next_end_check = 0.0
-        self.records_done = 0  # records handled and committed by this process
+        # The newest batch's offset commit and progress mark, under way in the background.
+        self._settling: asyncio.Task[None] | None = None
+        self.records_done = 0  # records applied by this process
 
     @property
     def assigned(self) -> bool:
@@ -148,22 +154,44 @@ class EventConsumer:
 
     def subscribe(self) -> None:
         self._consumer.subscribe(
-            [self._topics.events], listener=_FinishBatchBeforeRevoke(self._lock, self._cache)
+            [self._topics.events],
+            listener=_FinishBatchBeforeRevoke(self._lock, self._settled, self._cache),
         )
 
     async def run(self) -> None:
         """Consume forever; I/O failures are retried with backoff, never skipped."""
-        while True:
-            batch = await self._gather()
-            if batch:
-                config = self._config.current
-                assert config is not None, "the consumer starts only once a configuration is on"
+        try:
+            while True:
+                batch = await self._gather()
                 async with self._lock:
-                    await self._retry(batch, config)
-                    await self._commit(batch)
-                self.records_done += sum(len(records) for records in batch.values())
-                self._observe_lag(batch)
-            await self._mark_progress(batch)
+                    if batch:
+                        config = self._config.current
+                        assert config is not None, "consuming starts only once a config is on"
+                        await self._retry(batch, config)
+                        self.records_done += sum(len(records) for records in batch.values())
+                        self._observe_lag(batch)
+                    await self._settle(batch)
+        finally:
+            await self._settled()
+
+    async def _settle(self, batch: Batch) -> None:
+        """Commit the applied batch's offsets and mark the progress in the background: the
+        next batch does not wait for those two round trips. One at a time and in order, so
+        neither overtakes an earlier one; an error surfaces on the next call (a batch later
+        than it used to) and stops the loop as before."""
+        await self._settled()
+        self._settling = asyncio.create_task(self._commit_and_mark(batch), name="events-settle")
+
+    async def _settled(self) -> None:
+        """Wait for the commit and mark under way, if any (its error is raised)."""
+        if self._settling is not None:
+            await self._settling
+            self._settling = None
+
+    async def _commit_and_mark(self, batch: Batch) -> None:
+        if batch:
+            await self._commit(batch)
+        await self._mark_progress(batch)
 
     async def _mark_progress(self, batch: Batch) -> None:
         """Tell the timer loop how far each partition's received events are applied: up to
