@@ -175,7 +175,7 @@ def _broker_and_redis() -> dict[str, int]:
             name, fields = _stat(entry.name)
         except OSError:
             continue  # gone meanwhile
-        if int(fields[1]) == os.getpid() and name in ("tansu", "valkey-server"):
+        if int(fields[1]) == os.getpid() and name in ("tansu", "valkey-server", "redis-server"):
             found["kafka" if name == "tansu" else "redis"] = int(entry.name)
     return found
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 
@@ -17,6 +18,8 @@ from shared.definition_checks import TemplateError
 from shared.expressions import ExpressionError
 
 log = logging.getLogger(__name__)
+
+_CHECK_TIMEOUT_S = 2.0  # per readiness check
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
 
@@ -120,9 +123,11 @@ def add_health_routes(
         results: dict[str, bool] = {}
         for name, check in checks(request).items():
             try:
-                results[name] = await check()
-            except (OSError, RuntimeError, ConnectionError, TimeoutError) as exc:
-                log.warning("readiness check %s failed: %s", name, exc)
+                # Bounded: a stalled dependency (Redis stopped but not gone) means not ready.
+                async with asyncio.timeout(_CHECK_TIMEOUT_S):
+                    results[name] = await check()
+            except Exception as exc:  # noqa: BLE001 - whatever the failure, not ready
+                log.warning("readiness check %s failed: %r", name, exc)
                 results[name] = False
         ready = all(results.values())
         return JsonResponse(

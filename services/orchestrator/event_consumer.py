@@ -113,9 +113,11 @@ class _FinishBatchBeforeRevoke(ConsumerRebalanceListener):
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self._lock:
-            await self._settled()
-            log.info("giving up partitions %s", sorted(tp.partition for tp in revoked))
-            self._cache.clear()
+            try:
+                await self._settled()
+            finally:
+                log.info("giving up partitions %s", sorted(tp.partition for tp in revoked))
+                self._cache.clear()
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("assigned partitions %s", sorted(tp.partition for tp in assigned))
@@ -172,47 +174,69 @@ class EventConsumer:
                         self._observe_lag(batch)
                     await self._settle(batch)
         finally:
-            await self._settled()
+            try:
+                await self._settled()
+            except Exception:  # the loop is ending anyway; the records are replayed
+                log.warning("the last offset commit failed", exc_info=True)
 
     async def _settle(self, batch: Batch) -> None:
         """Commit the applied batch's offsets and mark the progress in the background: the
-        next batch does not wait for those two round trips. One at a time and in order, so
+        next batch does not wait for those round trips. One at a time and in order, so
         neither overtakes an earlier one; an error surfaces on the next call (a batch later
         than it used to) and stops the loop as before."""
         await self._settled()
-        self._settling = asyncio.create_task(self._commit_and_mark(batch), name="events-settle")
+        positions = await self._applied_positions()
+        self._settling = asyncio.create_task(
+            self._commit_and_mark(batch, positions), name="events-settle"
+        )
 
     async def _settled(self) -> None:
-        """Wait for the commit and mark under way, if any (its error is raised)."""
-        if self._settling is not None:
-            await self._settling
-            self._settling = None
+        """Wait for the commit and mark under way, if any (its error is raised once). A
+        cancelled caller leaves it running."""
+        settling = self._settling
+        if settling is None:
+            return
+        try:
+            await asyncio.shield(settling)
+        finally:
+            if settling.done():
+                self._settling = None
 
-    async def _commit_and_mark(self, batch: Batch) -> None:
+    async def _applied_positions(self) -> dict[TopicPartition, int]:
+        """Every ``_END_CHECK_S``, the assigned partitions' positions, taken before the next
+        fetch moves them past records not yet applied; else nothing."""
+        if time.monotonic() < self._next_end_check:
+            return {}
+        self._next_end_check = time.monotonic() + _END_CHECK_S
+        try:
+            return {tp: await self._consumer.position(tp) for tp in self._consumer.assignment()}
+        except (KafkaError, IllegalStateError) as exc:
+            log.debug("positions unavailable (%s); progress from records only", exc)
+            return {}
+
+    async def _commit_and_mark(self, batch: Batch, positions: dict[TopicPartition, int]) -> None:
         if batch:
             await self._commit(batch)
-        await self._mark_progress(batch)
+        await self._mark_progress(batch, positions)
 
-    async def _mark_progress(self, batch: Batch) -> None:
+    async def _mark_progress(self, batch: Batch, positions: dict[TopicPartition, int]) -> None:
         """Tell the timer loop how far each partition's received events are applied: up to
-        the newest record applied, and, checked every ``_END_CHECK_S``, up to the moment of
-        asking for the end offsets of a partition read to its end. (Progress is advisory:
-        failing to record it only delays waits, up to ``timer_hold_max_s``.)"""
+        the newest record applied, and, for a partition whose applied ``positions`` reach
+        the end offsets asked for afterwards, up to the moment of asking. (Progress is
+        advisory: failing to record it only delays waits, up to ``timer_hold_max_s``.)"""
         applied_until = {
             tp.partition: records[-1].timestamp / 1000 - _READ_MARGIN_S
             for tp, records in batch.items()
             if records
         }
-        if time.monotonic() >= self._next_end_check:
-            self._next_end_check = time.monotonic() + _END_CHECK_S
-            assigned = sorted(self._consumer.assignment())
+        if positions:
             asked_at = time.time()
             try:
-                ends = await self._consumer.end_offsets(assigned) if assigned else {}
+                ends = await self._consumer.end_offsets(sorted(positions))
                 for tp, end in ends.items():
-                    if await self._consumer.position(tp) >= end:
+                    if positions[tp] >= end:
                         applied_until[tp.partition] = asked_at - _READ_MARGIN_S
-            except (KafkaError, IllegalStateError) as exc:
+            except KafkaError as exc:
                 log.debug("end offsets unavailable (%s); progress from records only", exc)
         try:
             await self._progress.mark(applied_until)
@@ -248,7 +272,16 @@ class EventConsumer:
                 delay = min(delay * 2, _MAX_BACKOFF_S)
 
     async def _commit(self, batch: Batch) -> None:
-        offsets = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
+        # Not of partitions revoked meanwhile (aiokafka refuses those outright); their new
+        # owner replays the records, and the profiles' offsets make that replay a no-op.
+        assigned = self._consumer.assignment()
+        offsets = {
+            tp: records[-1].offset + 1
+            for tp, records in batch.items()
+            if records and tp in assigned
+        }
+        if not offsets:
+            return
         try:
             await self._consumer.commit(offsets)
         except CommitFailedError as exc:

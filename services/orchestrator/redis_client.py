@@ -3,8 +3,11 @@
 redis-py guards every command with its socket timeout (5 s unless told): a task per send and
 a timeout context per reply, which measured about a tenth of the events loop's CPU per event
 (and a third of the raw limit's in ``bench orchestrator``). The orchestrator's loops cannot
-progress without Redis anyway, so they wait for a slow one instead; a dead Redis or a lost
-connection is noticed by TCP keepalive (about 11 s) and is retried like any other outage.
+progress without Redis anyway, so they wait for a slow one instead. A lost connection is
+noticed by TCP: keepalive probes after 5 s of silence, and a send left unacknowledged for
+11 s fails (``TCP_USER_TIMEOUT``); the loops then retry as in any outage. A Redis that is
+stalled but alive (stopped, or stuck in a long script) is waited for; readiness checks are
+bounded on their own (``shared.http``).
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ from redis.asyncio import Redis
 from shared.settings import Settings
 
 _CONNECT_TIMEOUT_S = 5.0
-# Probe after 5 s of silence, every 2 s, give up after 3 missed probes (Linux names).
-_KEEPALIVE = {"TCP_KEEPIDLE": 5, "TCP_KEEPINTVL": 2, "TCP_KEEPCNT": 3}
+# Probe after 5 s of silence, every 2 s, give up after 3 missed probes; and give up on data
+# unacknowledged for 11 s, when keepalive does not probe (Linux names; others are skipped).
+_KEEPALIVE = {"TCP_KEEPIDLE": 5, "TCP_KEEPINTVL": 2, "TCP_KEEPCNT": 3, "TCP_USER_TIMEOUT": 11_000}
 
 
 def orchestrator_redis(settings: Settings) -> Redis:

@@ -49,12 +49,28 @@ async def test_a_failed_batch_fails_every_caller_and_the_next_batch_is_tried_afr
     assert await double(3) == 6
 
 
-async def test_a_flush_answering_the_wrong_number_of_results_fails_the_callers() -> None:
-    async def short(items: list[int]) -> list[int]:
-        return items[:1]
+async def test_an_item_that_always_fails_fails_its_caller_alone() -> None:
+    batches: list[list[int]] = []
 
-    lossy = Coalescer(short)
-    with pytest.raises(RuntimeError, match="a batch of 2 answered 1 results"):
+    async def refuse_13(items: list[int]) -> list[int]:
+        batches.append(items)
+        if 13 in items:
+            raise ValueError("13 is too large")
+        return [item * 2 for item in items]
+
+    double = Coalescer(refuse_13)
+    results = await asyncio.gather(double(1), double(13), double(2), return_exceptions=True)
+    assert results[0] == 2 and results[2] == 4
+    assert isinstance(results[1], ValueError)
+    assert batches == [[1, 13, 2], [1], [13], [2]]
+
+
+async def test_a_flush_answering_the_wrong_number_of_results_fails_the_callers() -> None:
+    async def nothing(items: list[int]) -> list[int]:
+        return []
+
+    lossy = Coalescer(nothing)
+    with pytest.raises(RuntimeError, match="a batch of 1 answered 0 results"):
         await asyncio.gather(lossy(1), lossy(2))
 
 
@@ -84,3 +100,14 @@ async def test_close_cancels_a_batch_under_way_and_its_callers() -> None:
     await stuck.close()
     with pytest.raises(asyncio.CancelledError):
         await caller
+
+
+async def test_close_cancels_calls_not_yet_sent_and_batches_not_yet_started() -> None:
+    flush = Doubler()
+    double = Coalescer(flush)
+    queued = asyncio.ensure_future(double(1))
+    await asyncio.sleep(0)  # queued; its batch starts on the next turn
+    await double.close()
+    with pytest.raises(asyncio.CancelledError):
+        await queued
+    assert flush.batches == []

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Generic, TypeVar
 
 Item = TypeVar("Item")
@@ -38,33 +39,57 @@ class Coalescer(Generic[Item, Result]):
         pending, self._pending = self._pending, []
         task = asyncio.create_task(self._run(pending), name="coalesced-flush")
         self._flushing.add(task)
-        task.add_done_callback(self._flushing.discard)
+        task.add_done_callback(partial(self._finished, pending))
+
+    def _finished(
+        self, pending: list[tuple[Item, asyncio.Future[Result]]], task: asyncio.Task[None]
+    ) -> None:
+        self._flushing.discard(task)
+        for _, future in pending:  # left unanswered only by a batch cancelled (close())
+            if not future.done():
+                future.cancel()
 
     async def _run(self, pending: list[tuple[Item, asyncio.Future[Result]]]) -> None:
-        # Callers that were cancelled meanwhile are left out; each caller handles errors
-        # (retries) itself, so a failed batch fails every waiting caller.
+        # Callers that were cancelled meanwhile are left out. Each caller handles errors
+        # (retries) itself; when a batch fails, its items are tried once more one by one, so
+        # that one item that always fails (a record too large) fails its caller alone.
         live = [(item, future) for item, future in pending if not future.done()]
         if not live:
             return
         try:
-            results = await self._flush([item for item, _ in live])
-            if len(results) != len(live):
-                raise RuntimeError(f"a batch of {len(live)} answered {len(results)} results")
-        except asyncio.CancelledError:
-            for _, future in live:
+            answers: Sequence[Result | BaseException] = await self._answers(
+                [item for item, _ in live]
+            )
+        except Exception as exc:  # noqa: BLE001 - handed to the callers below
+            if len(live) == 1:
+                answers = [exc]
+            else:
+                alone = [self._answers([item]) for item, _ in live]
+                answers = [
+                    a if isinstance(a, BaseException) else a[0]
+                    for a in await asyncio.gather(*alone, return_exceptions=True)
+                ]
+        for (_, future), answer in zip(live, answers, strict=True):
+            if future.done():
+                continue
+            if isinstance(answer, asyncio.CancelledError):
                 future.cancel()
-            raise
-        except Exception as exc:  # noqa: BLE001 - handed to every caller, who handles it
-            for _, future in live:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        for (_, future), result in zip(live, results, strict=True):
-            if not future.done():
-                future.set_result(result)
+            elif isinstance(answer, BaseException):
+                future.set_exception(answer)
+            else:
+                future.set_result(answer)
+
+    async def _answers(self, items: list[Item]) -> Sequence[Result]:
+        results = await self._flush(items)
+        if len(results) != len(items):
+            raise RuntimeError(f"a batch of {len(items)} answered {len(results)} results")
+        return results
 
     async def close(self) -> None:
-        """Cancel batches still under way (their callers are cancelled with them)."""
+        """Cancel the calls not yet sent and the batches under way (with their callers)."""
+        pending, self._pending = self._pending, []
+        for _, future in pending:
+            future.cancel()
         for task in list(self._flushing):
             task.cancel()
         if self._flushing:

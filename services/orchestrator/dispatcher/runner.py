@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _MAX_BACKOFF_S = 5.0
+_CANCEL_WAIT_S = 5.0  # how long stop() waits for cancelled deliveries to end
 _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "action_id": str,
     "rule": str,
@@ -649,10 +650,17 @@ class Dispatcher:
         for task in tasks - self._delivering:
             task.cancel()
         _, late = await asyncio.wait(tasks, timeout=self._grace_s)
-        for task in late:
-            task.cancel()
+        # Cancelled again until they end (redis-py can swallow a cancel; with no command
+        # timeout a stalled Redis would hold them), but not waited for forever.
+        deadline = time.monotonic() + _CANCEL_WAIT_S
+        while late and time.monotonic() < deadline:
+            for task in late:
+                task.cancel()
+            _, late = await asyncio.wait(late, timeout=0.2)
         if late:
-            await asyncio.wait(late)
+            log.warning(
+                "%d deliveries did not stop within %.0fs; leaving them", len(late), _CANCEL_WAIT_S
+            )
 
     async def _hand_over(self, revoked: set[TopicPartition]) -> None:
         tasks: set[asyncio.Task[None]] = set().union(
