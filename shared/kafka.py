@@ -58,20 +58,32 @@ async def send_batches(
     chosen: dict[bytes, int] = {}
     builders: dict[int, BatchBuilder] = {}
     futures: list[asyncio.Future[Any]] = []
-    for key, value in records:
-        partition = chosen.get(key)
-        if partition is None:
-            partition = chosen[key] = partition_for(key, partitions)
-        builder = builders.get(partition)
-        if builder is None or builder.append(key=key, value=value, timestamp=None) is None:
-            if builder is not None:  # full: submit it and start the next
-                futures.append(await producer.send_batch(builder, topic, partition=partition))
-            builder = builders[partition] = producer.create_batch()
-            if builder.append(key=key, value=value, timestamp=None) is None:
-                raise MessageSizeTooLargeError(f"a record of {len(value):,} bytes for {topic}")
-    for partition, builder in builders.items():
-        futures.append(await producer.send_batch(builder, topic, partition=partition))
+    try:
+        for key, value in records:
+            partition = chosen.get(key)
+            if partition is None:
+                partition = chosen[key] = partition_for(key, partitions)
+            builder = builders.get(partition)
+            if builder is None or builder.append(key=key, value=value, timestamp=None) is None:
+                if builder is not None:  # full: submit it and start the next
+                    futures.append(await producer.send_batch(builder, topic, partition=partition))
+                builder = builders[partition] = producer.create_batch()
+                if builder.append(key=key, value=value, timestamp=None) is None:
+                    raise MessageSizeTooLargeError(f"a record of {len(value):,} bytes for {topic}")
+        for partition, builder in builders.items():
+            futures.append(await producer.send_batch(builder, topic, partition=partition))
+    except BaseException:
+        # The caller gets the error, not the batches already submitted: their outcome is
+        # retrieved here, so that a later failure of one is not reported as never retrieved.
+        for future in futures:
+            future.add_done_callback(_retrieve)
+        raise
     return futures
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def make_consumer(settings: Settings, *topics: str, **overrides: object) -> AIOKafkaConsumer:
