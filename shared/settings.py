@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     # Ingest: events per second and burst allowed per write key.
     ingest_rate_per_key: float = Field(default=20_000, gt=0)
     ingest_rate_burst: float = Field(default=40_000, gt=0)
+    # Ingest: batch requests arriving this close together go to Kafka as one produce (fewer,
+    # larger record batches; every request still waits for its acknowledgement).
+    ingest_linger_ms: float = Field(default=10, ge=0)
     # How long the events loop's and the dispatcher's fetches wait at the broker for new
     # records: the latency floor of each Kafka hop while traffic is light.
     kafka_fetch_max_wait_ms: int = Field(default=20, ge=1)

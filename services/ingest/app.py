@@ -102,6 +102,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 Topics(settings.namespace).events,
                 deadline_s=settings.ingest_kafka_timeout_s,
                 breaker=CircuitBreaker(KAFKA_PROBE_INTERVAL_S),
+                linger_s=settings.ingest_linger_ms / 1000,
             ),
         )
         tune_gc()

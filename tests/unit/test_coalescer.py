@@ -1,4 +1,4 @@
-"""The dispatcher's Coalescer: the calls of one event-loop turn go out as one batch."""
+"""Coalescer: the calls of one event-loop turn (or of a linger) go out as one batch."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from services.orchestrator.dispatcher.coalescer import Coalescer
+from shared.coalescer import Coalescer
 
 
 class Doubler:
@@ -110,4 +110,27 @@ async def test_close_cancels_calls_not_yet_sent_and_batches_not_yet_started() ->
     await double.close()
     with pytest.raises(asyncio.CancelledError):
         await queued
+    assert flush.batches == []
+
+
+async def test_with_a_linger_calls_of_later_turns_join_the_batch_until_it_ends() -> None:
+    flush = Doubler()
+    double = Coalescer(flush, linger_s=0.05)
+    first = asyncio.ensure_future(double(1))
+    await asyncio.sleep(0.01)  # several turns later, still within the linger
+    second = asyncio.ensure_future(double(2))
+    assert await asyncio.gather(first, second) == [2, 4]
+    assert await double(3) == 6  # after the batch: a batch of its own
+    assert flush.batches == [[1, 2], [3]]
+
+
+async def test_close_cancels_calls_lingering() -> None:
+    flush = Doubler()
+    double = Coalescer(flush, linger_s=10)
+    waiting = asyncio.ensure_future(double(1))
+    await asyncio.sleep(0)
+    await double.close()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    await asyncio.sleep(0)
     assert flush.batches == []

@@ -32,7 +32,6 @@ from redis.exceptions import RedisError
 from services.orchestrator import metrics
 from services.orchestrator.dispatcher.action_history import ActionStatus, action_record
 from services.orchestrator.dispatcher.channels import CHANNELS, Channel, Delivered
-from services.orchestrator.dispatcher.coalescer import Coalescer
 from services.orchestrator.dispatcher.delivery_log import DeliveryLog, RecordedOutcome
 from services.orchestrator.dispatcher.email import EmailChannel
 from services.orchestrator.dispatcher.exceptions import DeliveryError
@@ -44,6 +43,7 @@ from services.orchestrator.dispatcher.retry_policy import Decision, RetryPolicy,
 from services.orchestrator.dispatcher.retry_schedule import RetrySchedule
 from services.orchestrator.dispatcher.webhook import USER_AGENT, WebhookChannel
 from shared.actions import ActionDecodeError, ActionRecord
+from shared.coalescer import Coalescer
 from shared.dead_letters import dead_letter
 from shared.events import format_time
 from shared.kafka import make_consumer, send_batches, stop_consumer
@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _MAX_BACKOFF_S = 5.0
+# Outcome and history records of deliveries this close together go out as one batch.
+_AFTER_LINGER_S = 0.01
 _CANCEL_WAIT_S = 5.0  # how long stop() waits for cancelled deliveries to end
 _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "action_id": str,
@@ -121,10 +123,11 @@ class Dispatcher:
         self._redis = redis
         self._outcomes = DeliveryLog(redis, keys, settings.dispatch_outcome_ttl_s)
         self._retries = RetrySchedule(redis, keys)
-        # What every action asks for, batched across the deliveries of one event-loop turn.
+        # What every action asks for, batched across the deliveries of one event-loop turn;
+        # what it does once delivered (not on the way to the receiver) across a few ms.
         self._known = Coalescer(self._look_up)
-        self._record = Coalescer(self._outcomes.record_many)
-        self._history = Coalescer(self._send_history)
+        self._record = Coalescer(self._outcomes.record_many, linger_s=_AFTER_LINGER_S)
+        self._history = Coalescer(self._send_history, linger_s=_AFTER_LINGER_S)
         self._policy = RetryPolicy.from_settings(settings)
         self._renderer = TemplateRenderer()
         self._rng = rng or random.Random()

@@ -1,10 +1,11 @@
-"""Calls made in the same event-loop turn, sent as one batch.
+"""Calls made close together, sent as one batch.
 
 Every action the dispatcher handles makes the same few small requests (its outcome lookup,
-its outcome record, its history record). Concurrent deliveries reach those requests in the
-same turn of the event loop, so a :class:`Coalescer` queues them and runs them together on the
-next turn: one Redis pipeline or one Kafka record batch per partition instead of one round
-trip each, while each caller still awaits its own answer (or the batch's error).
+its outcome record, its history record), and every tracking request of ingest produces a few
+records. Concurrent callers reach those requests at nearly the same time, so a
+:class:`Coalescer` queues them and runs them together, on the next turn of the event loop or
+after a short linger: one Redis pipeline or one Kafka record batch per partition instead of
+one round trip each, while each caller still awaits its own answer (or the batch's error).
 """
 
 from __future__ import annotations
@@ -19,23 +20,34 @@ Result = TypeVar("Result")
 
 
 class Coalescer(Generic[Item, Result]):
-    """``await coalescer(item)``: the items of one turn go to ``flush`` together, which
-    answers one result per item, in order."""
+    """``await coalescer(item)``: the items of one turn (or of ``linger_s`` from the first
+    one) go to ``flush`` together, which answers one result per item, in order."""
 
-    def __init__(self, flush: Callable[[list[Item]], Awaitable[Sequence[Result]]]) -> None:
+    def __init__(
+        self,
+        flush: Callable[[list[Item]], Awaitable[Sequence[Result]]],
+        *,
+        linger_s: float = 0.0,
+    ) -> None:
         self._flush = flush
+        self._linger_s = linger_s
         self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
         self._flushing: set[asyncio.Task[None]] = set()
+        self._timer: asyncio.Handle | None = None
 
     async def __call__(self, item: Item) -> Result:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Result] = loop.create_future()
         self._pending.append((item, future))
         if len(self._pending) == 1:
-            loop.call_soon(self._start)
+            if self._linger_s > 0:
+                self._timer = loop.call_later(self._linger_s, self._start)
+            else:
+                self._timer = loop.call_soon(self._start)
         return await future
 
     def _start(self) -> None:
+        self._timer = None
         pending, self._pending = self._pending, []
         task = asyncio.create_task(self._run(pending), name="coalesced-flush")
         self._flushing.add(task)
@@ -87,6 +99,9 @@ class Coalescer(Generic[Item, Result]):
 
     async def close(self) -> None:
         """Cancel the calls not yet sent and the batches under way (with their callers)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         pending, self._pending = self._pending, []
         for _, future in pending:
             future.cancel()
