@@ -58,6 +58,8 @@ class TemplateRenderer:
         self, source: str, context: Mapping[str, Any], *, field: str, html: bool = False
     ) -> str:
         """Render one template; ``field`` names it in the error (``subject``, ``payload.x``)."""
+        if "{" not in source:  # no tag, expression or comment: renders to itself
+            return source
         try:
             template = (self._compile_html if html else self._compile_text)(source)
             return template.render(context)

@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 import aiohttp
@@ -41,6 +42,12 @@ class _Answer:
     retry_after: str | None
     location: str | None
     content: bytes
+
+
+@lru_cache(maxsize=1024)
+def _parse_url(text: str) -> httpx.URL:
+    """Most rules post to one fixed url: each is parsed once."""
+    return httpx.URL(text)
 
 
 class WebhookChannel:
@@ -89,7 +96,7 @@ class WebhookChannel:
 
     def _target(self, rendered: str) -> httpx.URL:
         try:
-            url = httpx.URL(rendered.strip())
+            url = _parse_url(rendered.strip())
         except httpx.InvalidURL as exc:
             raise DeliveryError(f"the url {rendered!r} is invalid: {exc}", retriable=False) from exc
         if url.scheme not in ("http", "https") or not url.host:
