@@ -33,23 +33,32 @@ def request_bytes(path: str, body: bytes, headers: dict[str, str]) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
+async def exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, payload: bytes
+) -> int:
+    """Send one prepared request on a kept-alive connection; the answer's status."""
+    writer.write(payload)
+    status_line = await reader.readline()
+    if not status_line:
+        raise ConnectionError("the server closed the connection")
+    length = 0
+    while True:
+        line = await reader.readline()
+        if line in (b"\r\n", b""):
+            break
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    await reader.readexactly(length)
+    return int(status_line.split()[1])
+
+
 async def _worker(host: str, port: int, payload: bytes, until: float, result: LoadResult) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     try:
         while time.perf_counter() < until:
             started = time.perf_counter()
-            writer.write(payload)
-            status_line = await reader.readline()
-            length = 0
-            while True:
-                line = await reader.readline()
-                if line in (b"\r\n", b""):
-                    break
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            await reader.readexactly(length)
-            result.statuses[int(status_line.split()[1])] += 1
+            result.statuses[await exchange(reader, writer, payload)] += 1
             result.latencies.append(time.perf_counter() - started)
     finally:
         writer.close()
