@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     ingest_rate_burst: float = Field(default=40_000, gt=0)
     # Ingest: batch requests arriving this close together go to Kafka as one produce (fewer,
     # larger record batches; every request still waits for its acknowledgement).
-    ingest_linger_ms: float = Field(default=10, ge=0)
+    ingest_linger_ms: float = Field(default=25, ge=0)
     # How long the events loop's and the dispatcher's fetches wait at the broker for new
     # records: the latency floor of each Kafka hop while traffic is light.
     kafka_fetch_max_wait_ms: int = Field(default=20, ge=1)
