@@ -41,16 +41,20 @@ async def exchange(
     status_line = await reader.readline()
     if not status_line:
         raise ConnectionError("the server closed the connection")
-    length = 0
-    while True:
-        line = await reader.readline()
-        if line in (b"\r\n", b""):
-            break
+    headers = []
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        headers.append(line)
+    await reader.readexactly(content_length(headers))
+    return int(status_line.split()[1])
+
+
+def content_length(header_lines: list[bytes]) -> int:
+    """The Content-Length among a message's header lines (0 when absent)."""
+    for line in header_lines:
         name, _, value = line.partition(b":")
         if name.strip().lower() == b"content-length":
-            length = int(value)
-    await reader.readexactly(length)
-    return int(status_line.split()[1])
+            return int(value)
+    return 0
 
 
 async def _worker(host: str, port: int, payload: bytes, until: float, result: LoadResult) -> None:

@@ -20,7 +20,7 @@ import orjson
 from rich.console import Console
 
 from bench.harness import percentile
-from bench.http_load import exchange, request_bytes
+from bench.http_load import content_length, exchange, request_bytes
 from shared.config_feed import publish_snapshot
 from shared.definitions import Bundle, ConfigSnapshot
 from shared.embedded import die_with_parent, free_port
@@ -115,16 +115,13 @@ class _Receiver(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._buffer += data
         while (end := self._buffer.find(b"\r\n\r\n")) >= 0:
-            head = self._buffer[:end].decode("latin-1").split("\r\n")
-            fields = (line.partition(":") for line in head[1:])
-            length = next(
-                (int(v) for k, _, v in fields if k.strip().lower() == "content-length"), 0
-            )
+            head = self._buffer[:end].split(b"\r\n")
+            length = content_length(head[1:])
             if len(self._buffer) < end + 4 + length:
                 return  # the rest of the body is on its way
             body = self._buffer[end + 4 : end + 4 + length]
             self._buffer = self._buffer[end + 4 + length :]
-            self._arrived(head[0].split()[1], body)
+            self._arrived(head[0].split()[1].decode(), body)
             assert self._transport is not None
             self._transport.write(b"HTTP/1.1 204 No Content\r\n\r\n")
 
@@ -325,15 +322,14 @@ async def _drive(settings: Settings, rate: int, seconds: float) -> tuple[int, se
             pending = [p for p in pending if p[0] > now]
             buys = [(cart, nudge_at) for _, _, cart, nudge_at in due[:per_tick]]
             for _, customer, cart, _ in due[:per_tick]:
-                batch.append(_event(customer, "Order Completed", cart))
+                batch.append(_event(customer, "Order Completed", cart, time.time()))
             while len(batch) < per_tick:
                 number += 1
-                customer, cart = f"lat-{number % 5000}", f"cart-{number}"
-                added = _event(customer, "Product Added", cart)
-                batch.append(added)
+                customer, cart, added_at = f"lat-{number % 5000}", f"cart-{number}", time.time()
+                batch.append(_event(customer, "Product Added", cart, added_at))
                 if number % 2 == 0:
-                    nudge_at = float(cast(dict[str, str], added["properties"])["sent"]) + WAIT_S
-                    pending.append((now + 0.5 + (number % 10) / 10, customer, cart, nudge_at))
+                    buy_at = now + 0.5 + (number % 10) / 10
+                    pending.append((buy_at, customer, cart, added_at + WAIT_S))
             task = asyncio.create_task(post(batch, buys))
             posts.add(task)
             task.add_done_callback(posts.discard)
@@ -344,12 +340,12 @@ async def _drive(settings: Settings, rate: int, seconds: float) -> tuple[int, se
     return sent, bought
 
 
-def _event(customer: str, name: str, cart: str) -> dict[str, object]:
+def _event(customer: str, name: str, cart: str, sent: float) -> dict[str, object]:
     return {
         "type": "track",
         "userId": customer,
         "event": name,
-        "properties": {"cart_id": cart, "sent": f"{time.time():.6f}"},
+        "properties": {"cart_id": cart, "sent": f"{sent:.6f}"},
     }
 
 

@@ -115,9 +115,10 @@ async def test_close_cancels_calls_not_yet_sent_and_batches_not_yet_started() ->
 
 async def test_with_a_linger_calls_of_later_turns_join_the_batch_until_it_ends() -> None:
     flush = Doubler()
-    double = Coalescer(flush, linger_s=0.05)
+    double = Coalescer(flush, linger_s=0.5)
     first = asyncio.ensure_future(double(1))
-    await asyncio.sleep(0.01)  # several turns later, still within the linger
+    for _ in range(5):  # several turns later, still within the linger
+        await asyncio.sleep(0)
     second = asyncio.ensure_future(double(2))
     assert await asyncio.gather(first, second) == [2, 4]
     assert await double(3) == 6  # after the batch: a batch of its own
