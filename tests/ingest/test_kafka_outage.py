@@ -64,8 +64,26 @@ async def outage(
             if child.proc is not None and child.proc.poll() is None:
                 child.proc.send_signal(signal.SIGCONT)
         if ingest is not None:
+            if ingest.proc is not None and ingest.proc.poll() is None:
+                ingest.proc.send_signal(signal.SIGCONT)  # paused by a failed _restart
             ingest.stop()  # before its broker, so it shuts down cleanly
         broker.stop()
+
+
+async def _restart(outage: Outage) -> None:
+    """Start the stopped broker again at its address, with its topics, while ingest is paused.
+
+    The broker keeps topics in memory, so it comes back without them, and it acknowledges a
+    produce to a topic that does not exist yet; creating the topic then drops that record.
+    A real broker keeps its topics: ingest (SIGSTOP) must not reach this one before they exist.
+    """
+    assert outage.ingest.proc is not None
+    outage.ingest.proc.send_signal(signal.SIGSTOP)
+    try:
+        await asyncio.to_thread(outage.broker.start)
+        await ensure_topics(outage.settings)
+    finally:
+        outage.ingest.proc.send_signal(signal.SIGCONT)
 
 
 async def _track(client: httpx.AsyncClient, outage: Outage, message_id: str) -> tuple[int, float]:
@@ -129,8 +147,7 @@ async def test_a_stopped_broker_gets_fast_503s_and_ingest_recovers_when_it_retur
         assert ready.status_code == 503 and ready.json()["checks"]["kafka"] is False
 
         # The broker comes back at the same address (empty: it keeps topics in memory).
-        await asyncio.to_thread(outage.broker.start)
-        await ensure_topics(outage.settings)
+        await _restart(outage)
         accepted = await _recovers(client, outage)
         metrics = (await client.get(f"{outage.ingest.url}/metrics")).text
         assert metric_value(metrics, "safar_ingest_kafka_available") == 1
@@ -243,8 +260,7 @@ async def test_stopping_the_broker_while_clients_post_loses_no_200_and_ingest_re
             # Down until both routes have been refused for requests sent to the dead broker.
             await on_both_routes(503, after="stopped")
             marks["restarting"] = time.monotonic()
-            await asyncio.to_thread(outage.broker.start)
-            await ensure_topics(outage.settings)
+            await _restart(outage)
             marks["restarted"] = time.monotonic()
             await on_both_routes(200, after="restarted")
         finally:
