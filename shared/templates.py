@@ -9,6 +9,7 @@ anything that does not render raises :class:`TemplateRenderError` naming the fie
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any
@@ -17,6 +18,28 @@ from jinja2 import Template, TemplateError, TemplateSyntaxError
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
 
 from shared.actions import ActionRecord
+
+# `{{ trigger.properties.cart_id }}`: most payload fields are one variable, nothing else.
+_ONE_VARIABLE = re.compile(r"\{\{ *([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*) *\}\}")
+_MISSING = object()
+
+
+@lru_cache(maxsize=2048)
+def _variable_path(source: str) -> tuple[str, ...] | None:
+    """The names of a template that is exactly one ``{{ a.b.c }}``, else None."""
+    match = _ONE_VARIABLE.fullmatch(source)
+    return tuple(match.group(1).split(".")) if match else None
+
+
+def _look_up(context: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    """What Jinja finds for ``a.b.c`` when every step is a key of a dict (not a dict
+    attribute such as ``items``, which Jinja would find first); else ``_MISSING``."""
+    value: Any = context.get(path[0], _MISSING)
+    for name in path[1:]:
+        if type(value) is not dict or hasattr(dict, name):
+            return _MISSING
+        value = value.get(name, _MISSING)
+    return value
 
 
 class TemplateRenderError(ValueError):
@@ -60,6 +83,12 @@ class TemplateRenderer:
         """Render one template; ``field`` names it in the error (``subject``, ``payload.x``)."""
         if "{" not in source:  # no tag, expression or comment: renders to itself
             return source
+        if not html and (path := _variable_path(source)) is not None:
+            # Jinja's own answer, without a render context: str() of the value. Anything
+            # else (a missing key, an attribute) takes the full path and its errors.
+            value = _look_up(context, path)
+            if value is not _MISSING:
+                return str(value)
         try:
             template = (self._compile_html if html else self._compile_text)(source)
             return template.render(context)

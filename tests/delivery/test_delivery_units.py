@@ -8,6 +8,7 @@ from email.utils import format_datetime
 
 import httpx
 import pytest
+from jinja2.sandbox import SandboxedEnvironment
 from standardwebhooks.webhooks import Webhook
 
 from services.orchestrator.dispatcher.exceptions import DeliveryError, TargetRefusedError
@@ -146,6 +147,29 @@ def test_templates_see_customer_trigger_rule_and_action() -> None:
         context,
         field="payload",
     ) == {"a": ["gold", 3, None], "b": {"c": "thank-you"}}
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ trigger.properties.cart }}",
+        "{{trigger.properties.total}}",
+        "{{ trigger.properties.flags }}",
+        "{{ trigger.properties.none }}",
+        "{{ trigger.properties.items }}",  # a dict method: Jinja finds the attribute first
+        "{{ trigger.properties }}",
+        "{{ trigger.properties.missing }}",
+        "{{ customer }}",
+        "{{ nobody }}",
+    ],
+)
+def test_a_template_of_one_variable_renders_as_jinja_does(source: str) -> None:
+    context = {
+        "customer": {"traits": {}},
+        "trigger": {"properties": {"cart": "c-1", "total": 12.5, "flags": [1, True], "none": None}},
+    }
+    expected = SandboxedEnvironment().from_string(source).render(context)
+    assert TemplateRenderer().render(source, context, field="payload.x") == expected
 
 
 def test_html_templates_escape_what_they_interpolate() -> None:
