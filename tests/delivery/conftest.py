@@ -40,7 +40,7 @@ def dispatch_settings(settings: Settings) -> Settings:
         update={
             "webhook_allow_private": True,
             "webhook_secret": SecretStr(SECRET),
-            "webhook_timeout_s": 2.0,
+            "webhook_timeout_s": 10.0,  # a stall of the test's loop is not a timeout
             "dispatch_retry_schedule_s": [0.2, 0.4, 0.8],
             "dispatch_retry_jitter": 0.25,
             "dispatch_retry_poll_s": 0.02,

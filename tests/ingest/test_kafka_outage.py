@@ -106,7 +106,7 @@ async def _while_down(client: httpx.AsyncClient, outage: Outage, n: int) -> list
     for i in range(n):
         status, elapsed = await _track(client, outage, f"down-{i}")
         assert status == 503, f"request {i} answered {status} while Kafka was down"
-        assert elapsed < DEADLINE_S + 1.0
+        assert elapsed < DEADLINE_S + 3.0  # scheduling slack; the median below is the point
         took.append(elapsed)
     return took
 
