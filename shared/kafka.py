@@ -107,7 +107,9 @@ async def ensure_topics(settings: Settings) -> None:
         existing = set(await admin.list_topics())
         wanted = [
             NewTopic(name, partitions, replication_factor=1)
-            for name, partitions in topics.partitions(settings.events_partitions).items()
+            for name, partitions in topics.partitions(
+                settings.events_partitions, settings.actions_partitions
+            ).items()
             if name not in existing
         ]
         if wanted:

@@ -144,7 +144,7 @@ async def _committed(settings: Settings) -> int:
     await consumer.start()
     try:
         total = 0
-        for partition in range(settings.events_partitions):
+        for partition in range(settings.actions_partitions):
             total += await consumer.committed(TopicPartition(topics.actions, partition)) or 0
         return total
     finally:
