@@ -33,8 +33,9 @@ class Settings(BaseSettings):
     # safar.actions, when Safar creates it: at most this many dispatchers share the work.
     # The embedded broker's fetch lists every record batch of each partition with new
     # records, so fewer partitions mean fewer, larger batches and fewer listings (at 1,000
-    # events/s, event -> webhook p99 roughly halved with 4 instead of 12:
-    # docs/benchmarks.md). On Apache Kafka, raise it to run more dispatchers.
+    # events/s with 4 instead of 12, the broker took 2-5 points of a core less in five of
+    # five paired runs, and event -> webhook p99 was lower in four: docs/benchmarks.md).
+    # On Apache Kafka, raise it to run more dispatchers.
     actions_partitions: int = Field(default=4, ge=1)
 
     host: str = "127.0.0.1"
