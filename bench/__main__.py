@@ -9,7 +9,13 @@ import typer
 import uvloop
 from rich.console import Console
 
-from bench import ingest_throughput, latency, orchestrator_throughput, profile_memory
+from bench import (
+    broker_partitions,
+    ingest_throughput,
+    latency,
+    orchestrator_throughput,
+    profile_memory,
+)
 from bench.harness import embedded_stack, median
 from shared.settings import Settings
 
@@ -82,6 +88,24 @@ def memory(customers: int = 10_000, events_each: int = 8) -> None:
         f"| Redis memory per profile ({customers:,} customers, {events_each} events each) | "
         f"{per_profile:,.0f} bytes | target <= 1,536 bytes |"
     )
+
+
+@app.command()
+def broker(partitions: tuple[int, int] = (12, 4), seconds: float = 15.0, rounds: int = 2) -> None:
+    """The embedded broker's CPU for safar.history's traffic at two partition counts."""
+    with embedded_stack() as settings:
+        result = uvloop.run(broker_partitions.run(settings, partitions, seconds, rounds))
+    cpu = {n: median(shares) for n, shares in result.broker_cpu.items()}
+    first, second = partitions
+    for n in partitions:
+        console.print(
+            f"| broker, history traffic over {n} partitions | "
+            f"{median(result.consumed_per_s[n]):,.0f} records/s fetched | "
+            f"{cpu[n]:.0%} of a core (rounds: "
+            f"{', '.join(f'{share:.0%}' for share in result.broker_cpu[n])}) |"
+        )
+    ratio = cpu[second] / cpu[first]
+    console.print(f"| broker CPU, {second} vs {first} partitions | ratio {ratio:.2f} |")
 
 
 if __name__ == "__main__":

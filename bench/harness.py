@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import statistics
 import tempfile
@@ -99,3 +100,30 @@ def percentile(values: list[float], fraction: float) -> float:
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+def _stat(pid: int | str) -> tuple[str, list[str]]:
+    """A process's name and the fields of ``/proc/<pid>/stat`` after it (Linux)."""
+    head, tail = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)
+    return head.split("(", 1)[1], tail.split()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU a process has used so far."""
+    fields = _stat(pid)[1]
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def embedded_servers() -> dict[str, int]:
+    """The embedded stack's Kafka broker and Redis server, children of this process."""
+    found: dict[str, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            name, fields = _stat(entry.name)
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[1]) == os.getpid() and name in ("tansu", "valkey-server", "redis-server"):
+            found["kafka" if name == "tansu" else "redis"] = int(entry.name)
+    return found

@@ -19,7 +19,7 @@ import httpx
 import orjson
 from rich.console import Console
 
-from bench.harness import percentile
+from bench.harness import cpu_seconds, embedded_servers, percentile
 from bench.http_load import content_length, exchange, request_bytes
 from shared.config_feed import publish_snapshot
 from shared.definitions import Bundle, ConfigSnapshot
@@ -174,33 +174,6 @@ def _spawn(name: str, env: dict[str, str], log_path: Path, *args: str) -> subpro
         )
 
 
-def _stat(pid: int | str) -> tuple[str, list[str]]:
-    """A process's name and the fields of ``/proc/<pid>/stat`` after it (Linux)."""
-    head, tail = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)
-    return head.split("(", 1)[1], tail.split()
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User and system CPU a process has used so far."""
-    fields = _stat(pid)[1]
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _broker_and_redis() -> dict[str, int]:
-    """The embedded stack's Kafka broker and Redis server, children of this process."""
-    found: dict[str, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            name, fields = _stat(entry.name)
-        except OSError:
-            continue  # gone meanwhile
-        if int(fields[1]) == os.getpid() and name in ("tansu", "valkey-server", "redis-server"):
-            found["kafka" if name == "tansu" else "redis"] = int(entry.name)
-    return found
-
-
 def _cancel_p99(metrics_text: str) -> float:
     buckets = []
     for line in metrics_text.splitlines():
@@ -263,14 +236,14 @@ async def run(settings: Settings, rate: int = 1000, seconds: float = 20.0) -> Re
                     if time.monotonic() > deadline:
                         raise RuntimeError(f"port {port} not ready")
                     await asyncio.sleep(0.1)
-            pids = {name: proc.pid for name, proc in procs.items()} | _broker_and_redis()
+            pids = {name: proc.pid for name, proc in procs.items()} | embedded_servers()
             pids["bench (load, receiver)"] = os.getpid()
-            cpu_before = {name: _cpu_seconds(pid) for name, pid in pids.items()}
+            cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
             started = time.perf_counter()
             sent, bought = await _drive(settings, rate, seconds)
             driven = time.perf_counter() - started
             cpu_share = {
-                name: (_cpu_seconds(pid) - cpu_before[name]) / driven for name, pid in pids.items()
+                name: (cpu_seconds(pid) - cpu_before[name]) / driven for name, pid in pids.items()
             }
             # Let the last waits come due and their webhooks arrive.
             await asyncio.sleep(WAIT_S + 3)

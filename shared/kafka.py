@@ -108,7 +108,9 @@ async def ensure_topics(settings: Settings) -> None:
         wanted = [
             NewTopic(name, partitions, replication_factor=1)
             for name, partitions in topics.partitions(
-                settings.events_partitions, settings.actions_partitions
+                events=settings.events_partitions,
+                actions=settings.actions_partitions,
+                history=settings.history_partitions,
             ).items()
             if name not in existing
         ]

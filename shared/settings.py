@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     # five paired runs, and event -> webhook p99 was lower in four: docs/benchmarks.md).
     # On Apache Kafka, raise it to run more dispatchers.
     actions_partitions: int = Field(default=4, ge=1)
+    # safar.history, when Safar creates it: at most this many recorders share it. Written
+    # by every loop and fetched by the recorder, so the same holds as for safar.actions (an
+    # isolated run with the pipeline's history traffic: the broker at 35-49% of a core with
+    # 4 partitions, 74-75% with 12: docs/benchmarks.md).
+    history_partitions: int = Field(default=4, ge=1)
 
     host: str = "127.0.0.1"
     api_port: int = 8080

@@ -38,12 +38,12 @@ class Topics:
         """Consumer group id for a role (orchestrator, dispatcher, recorder)."""
         return self._name(f"safar-{role}")
 
-    def partitions(self, events_partitions: int, actions_partitions: int) -> dict[str, int]:
+    def partitions(self, *, events: int, actions: int, history: int) -> dict[str, int]:
         """Every topic with its partition count; config is a single partition."""
         return {
-            self.events: events_partitions,
-            self.actions: actions_partitions,
-            self.history: events_partitions,
+            self.events: events,
+            self.actions: actions,
+            self.history: history,
             self.config: 1,
             self.dlq: 1,
         }

@@ -59,13 +59,13 @@ async def read_topic(
     return [value for _, value in await read_topic_records(settings, topic, count, timeout)]
 
 
-async def rewind_group(settings: Settings, group: str, topic: str, timeout: float = 30) -> None:
-    """What an operator's offset reset does: the group will consume the topic again."""
+async def rewind_group(settings: Settings, group: str, timeout: float = 30) -> None:
+    """What an operator's offset reset does: the group will consume safar.history again."""
     consumer: AIOKafkaConsumer = make_consumer(settings, group_id=group)
     await consumer.start()
     try:
-        consumer.subscribe([topic])
-        expected = settings.events_partitions
+        consumer.subscribe([Topics(settings.namespace).history])
+        expected = settings.history_partitions
         deadline = time.monotonic() + timeout
         while len(consumer.assignment()) < expected:
             if time.monotonic() > deadline:

@@ -107,7 +107,7 @@ async def test_a_batch_is_stored_once_and_a_replay_inserts_nothing(
     # An operator rewinds the recorder's group: everything is read again, nothing added.
     before = sum(_sample(kind, "duplicate") for kind in ("transition", "rule", "event"))
     group = Topics(settings.namespace).group("recorder")
-    await rewind_group(settings, group, Topics(settings.namespace).history)
+    await rewind_group(settings, group)
     async with HistoryRecorder(settings, sessions, producer):
 
         async def duplicates() -> float:
