@@ -123,7 +123,9 @@ class TimerLoop:
         publisher = EffectsPublisher(self._producer, self._topics)
         at = format_time(now)
         profiles: dict[str, Profile | None] = {}
-        observed: set[TimerEntry] = set()
+        # How late each fired wait was, observed once its profile write has landed: an
+        # entry put back for a customer still contended fires (and is observed) again later.
+        lateness: dict[TimerEntry, float] = {}
         held: set[TimerEntry] = set()
         pending = list(by_customer)
         # A customer written meanwhile (an event, or another loop firing its other waits) is
@@ -144,9 +146,8 @@ class TimerLoop:
                         continue
                     held.discard(entry)
                     effects = fire_wait(profile, entry.rule, entry.key, config, now)
-                    if wait is not None and effects.actions and entry not in observed:
-                        observed.add(entry)
-                        metrics.WAIT_LATENESS.observe(max(now.timestamp() - wait.due, 0.0))
+                    if wait is not None and effects.actions:
+                        lateness.setdefault(entry, max(now.timestamp() - wait.due, 0.0))
                     publisher.add(customer_id, at, effects)
                 if timer_entries(profile) != before:
                     writes.append((profile, stored[customer_id].version))
@@ -158,6 +159,9 @@ class TimerLoop:
         lost = set(pending)
         if lost:
             log.info("%d customers kept changing while their waits fired; retrying", len(lost))
+        for entry, late in lateness.items():
+            if entry.customer_id not in lost:
+                metrics.WAIT_LATENESS.observe(late)
         # Every claimed entry now gets its true state: due again at once (still contended),
         # at the next poll (held), at the wait's own due time (still pending), or gone
         # (fired, cancelled, stale).
