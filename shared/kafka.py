@@ -19,6 +19,7 @@ from shared.settings import Settings
 from shared.topics import Topics
 
 log = logging.getLogger(__name__)
+_DEFAULT_PARTITIONER = DefaultPartitioner()
 
 
 @lru_cache(maxsize=16_384)
@@ -38,7 +39,7 @@ def key_partitioner(key: bytes | None, all_partitions: list[int], available: lis
     """The producers' partitioner: a key's records land on one partition whether they were
     sent one by one or in batches (``send_batches``)."""
     if key is None:
-        return int(DefaultPartitioner()(key, all_partitions, available))
+        return int(_DEFAULT_PARTITIONER(key, all_partitions, available))
     return partition_for(key, all_partitions)
 
 

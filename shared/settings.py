@@ -38,9 +38,9 @@ class Settings(BaseSettings):
     # On Apache Kafka, raise it to run more dispatchers.
     actions_partitions: int = Field(default=4, ge=1)
     # safar.history, when Safar creates it: at most this many recorders share it. Written
-    # by every loop and fetched by the recorder, so the same holds as for safar.actions (an
-    # isolated run with the pipeline's history traffic: the broker at 35-49% of a core with
-    # 4 partitions, 74-75% with 12: docs/benchmarks.md).
+    # by every loop and fetched by the recorder, so the same holds as for safar.actions
+    # (`python -m bench broker`, its traffic alone: the broker at 34-48% of a core with 4
+    # partitions, 66-71% with 12: docs/benchmarks.md).
     history_partitions: int = Field(default=4, ge=1)
 
     host: str = "127.0.0.1"

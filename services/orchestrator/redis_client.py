@@ -22,7 +22,7 @@ from typing import Any
 
 import hiredis
 from redis.asyncio import Redis
-from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.connection import AbstractConnection, Connection
 
 from shared.settings import Settings
 
@@ -34,21 +34,21 @@ _KEEPALIVE = {"TCP_KEEPIDLE": 5, "TCP_KEEPINTVL": 2, "TCP_KEEPCNT": 3, "TCP_USER
 
 def orchestrator_redis(settings: Settings) -> Redis:
     """A client without per-command timeouts, with keepalive probes on its TCP connections
-    (a ``unix://`` url has no peer to lose on a network, and its connections take no TCP
+    (a Unix socket has no peer to lose on a network, and its connections take no TCP
     options)."""
-    url = settings.require("redis_url")
-    tcp: dict[str, Any] = {}
-    if not url.startswith("unix:"):
-        tcp["socket_keepalive"] = True
-        tcp["socket_keepalive_options"] = {
+    redis = Redis.from_url(
+        settings.require("redis_url"),
+        socket_timeout=None,
+        socket_connect_timeout=_CONNECT_TIMEOUT_S,
+    )
+    pool = redis.connection_pool
+    if issubclass(pool.connection_class, Connection):  # tcp or tls, as the url's scheme says
+        pool.connection_kwargs["socket_keepalive"] = True
+        pool.connection_kwargs["socket_keepalive_options"] = {
             getattr(socket, name): value
             for name, value in _KEEPALIVE.items()
             if hasattr(socket, name)
         }
-    redis = Redis.from_url(
-        url, socket_timeout=None, socket_connect_timeout=_CONNECT_TIMEOUT_S, **tcp
-    )
-    pool = redis.connection_pool
     # The scheme's connection class (tcp, tls or unix socket), packing with hiredis.
     pool.connection_class = type(
         f"Hiredis{pool.connection_class.__name__}", (_HiredisPacking, pool.connection_class), {}
