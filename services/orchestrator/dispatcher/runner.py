@@ -22,7 +22,6 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import TypeVar
 
-import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
@@ -35,6 +34,7 @@ from services.orchestrator.dispatcher.channels import CHANNELS, Channel, Deliver
 from services.orchestrator.dispatcher.delivery_log import DeliveryLog, RecordedOutcome
 from services.orchestrator.dispatcher.email import EmailChannel
 from services.orchestrator.dispatcher.exceptions import DeliveryError
+from services.orchestrator.dispatcher.http_client import HttpClient
 from services.orchestrator.dispatcher.kafka_channel import KafkaChannel
 from services.orchestrator.dispatcher.log_channel import LogChannel
 from services.orchestrator.dispatcher.offset_tracker import OffsetTracker
@@ -151,7 +151,7 @@ class Dispatcher:
         # freely (their records are replayed).
         self._delivering: set[asyncio.Task[None]] = set()
         self._consumer: AIOKafkaConsumer | None = None
-        self._http: aiohttp.ClientSession | None = None
+        self._http: HttpClient | None = None
         self._channels: dict[str, Channel] = {}
         self._task: asyncio.Task[None] | None = None
         self._failure: BaseException | None = None
@@ -172,10 +172,8 @@ class Dispatcher:
         if self._task is not None:
             return
         settings = self._settings
-        self._http = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=settings.dispatch_max_concurrency),
-            headers={"User-Agent": USER_AGENT},
-            timeout=aiohttp.ClientTimeout(total=settings.webhook_timeout_s),
+        self._http = HttpClient(
+            user_agent=USER_AGENT, max_idle_per_host=settings.dispatch_max_concurrency
         )
         self._channels = {
             "webhook": WebhookChannel(

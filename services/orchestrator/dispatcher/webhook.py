@@ -11,18 +11,17 @@ import asyncio
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-import aiohttp
 import httpx
 import orjson
 from pydantic import SecretStr
 
 from services.orchestrator.dispatcher.channels import Delivered, envelope
 from services.orchestrator.dispatcher.exceptions import DeliveryError
+from services.orchestrator.dispatcher.http_client import Answer, HttpClient, HttpError
 from services.orchestrator.dispatcher.private_targets import refuse_private_target
 from services.orchestrator.dispatcher.retry_policy import is_retriable_status, parse_retry_after
 from services.orchestrator.dispatcher.signatures import decode_secret, signature_headers
@@ -34,16 +33,6 @@ _RESERVED_HEADERS = ("content-type", "webhook-id", "webhook-timestamp", "webhook
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
-@dataclass(frozen=True, slots=True)
-class _Answer:
-    """What a receiver answered: the status, the headers a decision needs, a snippet."""
-
-    status_code: int
-    retry_after: str | None
-    location: str | None
-    content: bytes
-
-
 @lru_cache(maxsize=1024)
 def _parse_url(text: str) -> httpx.URL:
     """Most rules post to one fixed url: each is parsed once."""
@@ -51,12 +40,11 @@ def _parse_url(text: str) -> httpx.URL:
 
 
 class WebhookChannel:
-    """Posts with aiohttp (about a tenth of httpx's CPU per request when many are in
-    flight); URLs are parsed and checked with httpx's URL type."""
+    """Posts with :class:`HttpClient`; URLs are parsed and checked with httpx's URL type."""
 
     def __init__(
         self,
-        client: aiohttp.ClientSession,
+        client: HttpClient,
         renderer: TemplateRenderer,
         *,
         default_secret: SecretStr | None,
@@ -120,31 +108,21 @@ class WebhookChannel:
         except ValueError as exc:
             raise DeliveryError(f"unusable webhook secret: {exc}", retriable=False) from exc
 
-    async def _post(self, url: httpx.URL, body: bytes, headers: dict[str, str]) -> _Answer:
+    async def _post(self, url: httpx.URL, body: bytes, headers: dict[str, str]) -> Answer:
         try:
             # One deadline for the whole attempt, connecting and reading included.
-            async with (
-                asyncio.timeout(self._timeout_s),
-                self._client.post(
-                    str(url), data=body, headers=headers, allow_redirects=False
-                ) as response,
-            ):
-                return _Answer(
-                    response.status,
-                    response.headers.get("retry-after"),
-                    response.headers.get("location"),
-                    await response.content.read(200),
-                )
+            async with asyncio.timeout(self._timeout_s):
+                return await self._client.post(url, body, headers)
         except TimeoutError as exc:
             raise DeliveryError(
                 f"{url.host} did not answer within {self._timeout_s:g}s", retriable=True
             ) from exc
-        except aiohttp.ClientError as exc:
+        except (HttpError, OSError) as exc:
             raise DeliveryError(
                 f"cannot reach {url.host}: {type(exc).__name__}: {exc}", retriable=True
             ) from exc
 
-    def _refusal(self, url: httpx.URL, response: _Answer) -> DeliveryError:
+    def _refusal(self, url: httpx.URL, response: Answer) -> DeliveryError:
         status = response.status_code
         if 300 <= status < 400:
             location = response.location or ""
