@@ -13,7 +13,7 @@ from standardwebhooks.webhooks import Webhook
 
 from services.orchestrator.dispatcher.exceptions import DeliveryError, TargetRefusedError
 from services.orchestrator.dispatcher.offset_tracker import OffsetTracker
-from services.orchestrator.dispatcher.private_targets import refuse_private_target
+from services.orchestrator.dispatcher.private_targets import public_addresses
 from services.orchestrator.dispatcher.retry_policy import (
     RetryPolicy,
     decide,
@@ -239,10 +239,11 @@ def test_commits_stop_at_the_first_unfinished_record() -> None:
     ],
 )
 async def test_private_and_loopback_targets_are_refused(url: str) -> None:
+    target = httpx.URL(url)
     with pytest.raises(TargetRefusedError, match="SAFAR_WEBHOOK_ALLOW_PRIVATE"):
-        await refuse_private_target(httpx.URL(url))
+        await public_addresses(target.host, target.port or 80)
 
 
-async def test_public_addresses_pass() -> None:
-    await refuse_private_target(httpx.URL("https://93.184.215.14/hook"))
-    await refuse_private_target(httpx.URL("https://[2606:4700::1111]/hook"))
+async def test_public_addresses_pass_and_are_the_ones_connected_to() -> None:
+    assert await public_addresses("93.184.215.14", 443) == ["93.184.215.14"]
+    assert await public_addresses("2606:4700::1111", 443) == ["2606:4700::1111"]

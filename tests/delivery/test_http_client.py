@@ -12,7 +12,9 @@ import httpx
 import pytest
 import trustme
 
+from services.orchestrator.dispatcher.exceptions import TargetRefusedError
 from services.orchestrator.dispatcher.http_client import HttpClient, HttpError
+from services.orchestrator.dispatcher.private_targets import public_addresses
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -300,3 +302,34 @@ async def test_connecting_nowhere_is_an_os_error(client: HttpClient) -> None:
         closed = url(server)
     with pytest.raises(OSError):
         await client.post(closed, b"{}", {})
+
+
+async def test_new_connections_go_to_the_addresses_resolved_and_checked() -> None:
+    asked: list[tuple[str, int]] = []
+
+    async def resolve(host: str, port: int) -> list[str]:
+        asked.append((host, port))
+        # The first address refuses (nothing listens there), the second is the server.
+        return ["::1", "127.0.0.1"] if host == "hooks.example" else []
+
+    http = HttpClient(user_agent="t", resolve=resolve)
+    try:
+        async with serving(keep_answering(NO_CONTENT)) as server:
+            target = httpx.URL(f"http://hooks.example:{server.port}/hook")
+            for _ in range(3):
+                assert (await http.post(target, b"{}", {})).status_code == 204
+    finally:
+        await http.close()
+    assert asked == [("hooks.example", server.port)]  # kept alive: resolved once
+    assert f"Host: hooks.example:{server.port}".encode() in server.requests[0]
+
+
+async def test_a_refusing_resolver_stops_the_request_before_any_connection() -> None:
+    async with serving(keep_answering(NO_CONTENT)) as server:
+        http = HttpClient(user_agent="t", resolve=public_addresses)
+        try:
+            with pytest.raises(TargetRefusedError, match="private or loopback"):
+                await http.post(url(server), b"{}", {})
+        finally:
+            await http.close()
+    assert server.connections == 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -24,6 +25,8 @@ import httpx
 # closed instead (only the start of the body is kept).
 _MAX_BODY = 1 << 20
 _ANSWER_HEADERS = (b"retry-after", b"location")
+# (host, port) -> the addresses to connect to, in order; it may refuse the host.
+Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
 
 
 class HttpError(Exception):
@@ -156,7 +159,9 @@ class _Connection(asyncio.Protocol):
 class HttpClient:
     """``await post(url, body, headers)`` on a kept-alive connection; no redirects followed.
 
-    Cancel the call to time it out: its connection is then closed, never reused."""
+    Cancel the call to time it out: its connection is then closed, never reused. A new
+    connection goes to the addresses ``resolve`` gives for the host (the first that accepts),
+    or, without one, to the host name as the system resolves it."""
 
     def __init__(
         self,
@@ -166,8 +171,10 @@ class HttpClient:
         idle_s: float = 15.0,
         snippet: int = 200,
         ssl_context: ssl.SSLContext | None = None,
+        resolve: Resolver | None = None,
     ) -> None:
         self._user_agent = user_agent
+        self._resolve = resolve
         self._max_idle = max_idle_per_host
         self._idle_s = idle_s
         self._snippet = snippet
@@ -219,15 +226,23 @@ class HttpClient:
         secure = scheme == "https"
         if secure and self._ssl is None:
             self._ssl = ssl.create_default_context()  # once: building one costs milliseconds
+        addresses = await self._resolve(host, port) if self._resolve else [host]
         loop = asyncio.get_running_loop()
-        _, connection = await loop.create_connection(
-            lambda: _Connection(self._snippet),
-            host,
-            port,
-            ssl=self._ssl if secure else None,
-            server_hostname=host if secure else None,
-        )
-        return connection
+        failure: OSError | None = None
+        for address in addresses:
+            try:
+                _, connection = await loop.create_connection(
+                    lambda: _Connection(self._snippet),
+                    address,
+                    port,
+                    ssl=self._ssl if secure else None,
+                    server_hostname=host if secure else None,
+                )
+            except OSError as exc:
+                failure = exc
+                continue
+            return connection
+        raise failure or HttpError(f"{host} has no address")
 
     def _take_idle(self, key: tuple[str, str, int]) -> _Connection | None:
         idle = self._idle.get(key)

@@ -38,6 +38,7 @@ from services.orchestrator.dispatcher.http_client import HttpClient
 from services.orchestrator.dispatcher.kafka_channel import KafkaChannel
 from services.orchestrator.dispatcher.log_channel import LogChannel
 from services.orchestrator.dispatcher.offset_tracker import OffsetTracker
+from services.orchestrator.dispatcher.private_targets import public_addresses
 from services.orchestrator.dispatcher.redis_keys import DispatchKeys
 from services.orchestrator.dispatcher.retry_policy import Decision, RetryPolicy, decide
 from services.orchestrator.dispatcher.retry_schedule import RetrySchedule
@@ -173,7 +174,9 @@ class Dispatcher:
             return
         settings = self._settings
         self._http = HttpClient(
-            user_agent=USER_AGENT, max_idle_per_host=settings.dispatch_max_concurrency
+            user_agent=USER_AGENT,
+            max_idle_per_host=settings.dispatch_max_concurrency,
+            resolve=None if settings.webhook_allow_private else public_addresses,
         )
         self._channels = {
             "webhook": WebhookChannel(
@@ -181,7 +184,6 @@ class Dispatcher:
                 self._renderer,
                 default_secret=settings.webhook_secret,
                 timeout_s=settings.webhook_timeout_s,
-                allow_private=settings.webhook_allow_private,
             ),
             "email": EmailChannel(settings, self._renderer),
             "kafka": KafkaChannel(

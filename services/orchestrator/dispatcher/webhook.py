@@ -22,7 +22,6 @@ from pydantic import SecretStr
 from services.orchestrator.dispatcher.channels import Delivered, envelope
 from services.orchestrator.dispatcher.exceptions import DeliveryError
 from services.orchestrator.dispatcher.http_client import Answer, HttpClient, HttpError
-from services.orchestrator.dispatcher.private_targets import refuse_private_target
 from services.orchestrator.dispatcher.retry_policy import is_retriable_status, parse_retry_after
 from services.orchestrator.dispatcher.signatures import decode_secret, signature_headers
 from shared.actions import ActionRecord
@@ -49,13 +48,11 @@ class WebhookChannel:
         *,
         default_secret: SecretStr | None,
         timeout_s: float,
-        allow_private: bool,
     ) -> None:
         self._client = client
         self._renderer = renderer
         self._default_secret = default_secret
         self._timeout_s = timeout_s
-        self._allow_private = allow_private
 
     async def deliver(self, action: ActionRecord, context: Mapping[str, Any]) -> Delivered:
         spec = action.spec
@@ -72,8 +69,6 @@ class WebhookChannel:
                 headers[name] = rendered
         payload = self._renderer.render_tree(spec.get("payload") or {}, context, field="payload")
         body = orjson.dumps(envelope(action, payload))
-        if not self._allow_private:
-            await refuse_private_target(url)
         headers["Content-Type"] = "application/json"
         headers.update(signature_headers(key, action.action_id, int(time.time()), body))
         response = await self._post(url, body, headers)
