@@ -25,7 +25,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP)  ## every benchmark; rows for docs/benchmarks.md
-	for b in orchestrator ingest memory latency broker; do XDG_RUNTIME_DIR=$${XDG_RUNTIME_DIR:-/tmp} $(BIN)/python -m bench $$b || exit 1; done
+	for b in orchestrator ingest memory latency broker webhook; do XDG_RUNTIME_DIR=$${XDG_RUNTIME_DIR:-/tmp} $(BIN)/python -m bench $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) .safar

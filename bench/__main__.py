@@ -15,6 +15,7 @@ from bench import (
     latency,
     orchestrator_throughput,
     profile_memory,
+    webhook_client,
 )
 from bench.harness import embedded_stack, median
 from shared.settings import Settings
@@ -106,6 +107,17 @@ def broker(partitions: tuple[int, int] = (12, 4), seconds: float = 15.0, rounds:
         )
     ratio = cpu[second] / cpu[first]
     console.print(f"| broker CPU, {second} vs {first} partitions | ratio {ratio:.2f} |")
+
+
+@app.command()
+def webhook(posts: int = 20_000, concurrency: int = 20, rounds: int = 3) -> None:
+    """The dispatcher's webhook client vs prepared bytes on a stream, CPU per post."""
+    result = uvloop.run(webhook_client.run(posts, concurrency, rounds))
+    floor, safar = median(result.floor_us), median(result.safar_us)
+    console.print(
+        f"| webhook client, {concurrency} posts at a time | floor {floor:.1f} µs | "
+        f"HttpClient {safar:.1f} µs of CPU per post | ratio {floor / safar:.0%} |"
+    )
 
 
 if __name__ == "__main__":
