@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     # How long the events loop's and the dispatcher's fetches wait at the broker for new
     # records: the latency floor of each Kafka hop while traffic is light.
     kafka_fetch_max_wait_ms: int = Field(default=20, ge=1)
+    # How often the events loop and the dispatcher commit their offsets (and always before
+    # handing partitions over or stopping). A crash replays up to this much more, which
+    # their dedupe turns into skips; each commit is a broker request.
+    kafka_commit_interval_s: float = Field(default=0.25, ge=0)
     # Orchestrator: events per getmany batch.
     orchestrator_batch_size: int = Field(default=2000, ge=1)
     # ...topped up for at most this long when the first fetch is small.

@@ -147,6 +147,9 @@ class EventConsumer:
         self._next_end_check = 0.0
         # The newest batch's offset commit and progress mark, under way in the background.
         self._settling: asyncio.Task[None] | None = None
+        # Offsets applied but not committed yet (commits are paced: kafka_commit_interval_s).
+        self._to_commit: dict[TopicPartition, int] = {}
+        self._next_commit = 0.0
         self.records_done = 0  # records applied by this process
 
     @property
@@ -157,7 +160,7 @@ class EventConsumer:
     def subscribe(self) -> None:
         self._consumer.subscribe(
             [self._topics.events],
-            listener=_FinishBatchBeforeRevoke(self._lock, self._settled, self._cache),
+            listener=_FinishBatchBeforeRevoke(self._lock, self._settle_all, self._cache),
         )
 
     async def run(self) -> None:
@@ -175,13 +178,13 @@ class EventConsumer:
                     await self._settle(batch)
         finally:
             try:
-                await self._settled()
+                await self._settle_all()
             except Exception:  # the loop is ending anyway; the records are replayed
                 log.warning("the last offset commit failed", exc_info=True)
 
     async def _settle(self, batch: Batch) -> None:
-        """Commit the applied batch's offsets and mark the progress in the background: the
-        next batch does not wait for those round trips. One at a time and in order, so
+        """Commit the applied offsets (at most every ``kafka_commit_interval_s``) and mark the
+        progress in the background: the next batch does not wait for those round trips. One at a time and in order, so
         neither overtakes an earlier one; an error surfaces on the next call (a batch later
         than it used to) and stops the loop as before."""
         await self._settled()
@@ -189,6 +192,12 @@ class EventConsumer:
         self._settling = asyncio.create_task(
             self._commit_and_mark(batch, positions), name="events-settle"
         )
+
+    async def _settle_all(self) -> None:
+        """Before partitions are handed over or the loop ends: everything applied is
+        committed, not only what the pace allowed."""
+        await self._settled()
+        await self._commit()
 
     async def _settled(self) -> None:
         """Wait for the commit and mark under way, if any (its error is raised once). A
@@ -215,8 +224,12 @@ class EventConsumer:
             return {}
 
     async def _commit_and_mark(self, batch: Batch, positions: dict[TopicPartition, int]) -> None:
-        if batch:
-            await self._commit(batch)
+        for tp, records in batch.items():
+            if records:
+                self._to_commit[tp] = records[-1].offset + 1
+        if time.monotonic() >= self._next_commit:
+            self._next_commit = time.monotonic() + self._settings.kafka_commit_interval_s
+            await self._commit()
         await self._mark_progress(batch, positions)
 
     async def _mark_progress(self, batch: Batch, positions: dict[TopicPartition, int]) -> None:
@@ -271,15 +284,13 @@ class EventConsumer:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _MAX_BACKOFF_S)
 
-    async def _commit(self, batch: Batch) -> None:
-        # Not of partitions revoked meanwhile (aiokafka refuses those outright); their new
-        # owner replays the records, and the profiles' offsets make that replay a no-op.
+    async def _commit(self) -> None:
+        """Commit the offsets applied since the last commit. Not of partitions revoked
+        meanwhile (aiokafka refuses those outright); their new owner replays the records,
+        and the profiles' offsets make that replay a no-op."""
         assigned = self._consumer.assignment()
-        offsets = {
-            tp: records[-1].offset + 1
-            for tp, records in batch.items()
-            if records and tp in assigned
-        }
+        pending, self._to_commit = self._to_commit, {}
+        offsets = {tp: offset for tp, offset in pending.items() if tp in assigned}
         if not offsets:
             return
         try:

@@ -156,6 +156,7 @@ class Dispatcher:
         self._channels: dict[str, Channel] = {}
         self._task: asyncio.Task[None] | None = None
         self._failure: BaseException | None = None
+        self._next_commit = 0.0
 
     @property
     def ready(self) -> bool:
@@ -264,7 +265,9 @@ class Dispatcher:
             for tp, records in batch.items():
                 for record in records:
                     self._accept(tp, record)
-            await self._commit(consumer)
+            if time.monotonic() >= self._next_commit:
+                self._next_commit = time.monotonic() + self._settings.kafka_commit_interval_s
+                await self._commit(consumer)
 
     def _accept(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
         self._tracker.track(tp, record.offset)
