@@ -184,9 +184,9 @@ class EventConsumer:
 
     async def _settle(self, batch: Batch) -> None:
         """Commit the applied offsets (at most every ``kafka_commit_interval_s``) and mark the
-        progress in the background: the next batch does not wait for those round trips. One at a time and in order, so
-        neither overtakes an earlier one; an error surfaces on the next call (a batch later
-        than it used to) and stops the loop as before."""
+        progress in the background: the next batch does not wait for those round trips. One
+        at a time and in order, so neither overtakes an earlier one; an error surfaces on the
+        next call (a batch later than it used to) and stops the loop as before."""
         await self._settled()
         positions = await self._applied_positions()
         self._settling = asyncio.create_task(
