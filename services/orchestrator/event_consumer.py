@@ -195,9 +195,20 @@ class EventConsumer:
 
     async def _settle_all(self) -> None:
         """Before partitions are handed over or the loop ends: everything applied is
-        committed, not only what the pace allowed."""
+        committed, not only what the pace allowed, once the settle under way has ended (also
+        when it failed: no offset of a revoked partition is left to be committed later).
+        Like a settle, it goes on if the caller is cancelled."""
+        self._settling = asyncio.create_task(
+            self._commit_after(self._settling), name="events-commit-all"
+        )
         await self._settled()
-        await self._commit()
+
+    async def _commit_after(self, previous: asyncio.Task[None] | None) -> None:
+        try:
+            if previous is not None:
+                await previous
+        finally:
+            await self._commit()
 
     async def _settled(self) -> None:
         """Wait for the commit and mark under way, if any (its error is raised once). A

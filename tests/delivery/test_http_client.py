@@ -29,6 +29,7 @@ class Server:
         self.connections = 0
         self.requests: list[bytes] = []
         self.port = 0
+        self.writers: set[asyncio.StreamWriter] = set()
 
     async def read_request(self, reader: asyncio.StreamReader) -> bytes | None:
         """One whole request (head and Content-Length body), or None at the end."""
@@ -47,10 +48,12 @@ class Server:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        self.writers.add(writer)
         try:
             await self._handler(reader, writer)
         finally:
             writer.close()
+            self.writers.discard(writer)
 
 
 @asynccontextmanager
@@ -63,6 +66,10 @@ async def serving(
     try:
         yield server
     finally:
+        # Connections the client keeps alive are closed here: from Python 3.12.1 on,
+        # wait_closed() waits for every connection of the server.
+        for writer in list(server.writers):
+            writer.close()
         tcp.close()
         await tcp.wait_closed()
 
@@ -200,9 +207,13 @@ async def test_a_kept_connection_the_server_closed_is_replaced_without_an_error(
 
     async with serving(make) as server:
         await client.post(url(server), b"{}", {})
-        await asyncio.sleep(0.05)  # the close arrives while the connection sits idle
+        [kept] = [c for connections in client._idle.values() for c in connections]
+        async with asyncio.timeout(5):
+            while not kept.closed:  # the close arrives while the connection sits idle
+                await asyncio.sleep(0.01)
         assert (await client.post(url(server), b"{}", {})).status_code == 204
-    assert server.connections == 2
+    # Known closed before use: a new connection at once, the request sent once.
+    assert server.connections == 2 and len(server.requests) == 2
 
 
 async def test_a_close_crossing_the_request_on_a_reused_connection_is_retried_once(
@@ -333,3 +344,54 @@ async def test_a_refusing_resolver_stops_the_request_before_any_connection() -> 
         finally:
             await http.close()
     assert server.connections == 0
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [b"garbage\r\n\r\n", NO_CONTENT, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab"],
+    ids=["garbage", "a second answer", "half a second answer"],
+)
+async def test_bytes_past_the_answer_make_its_connection_unusable(
+    client: HttpClient, extra: bytes
+) -> None:
+    async with serving(
+        keep_answering(b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok" + extra)
+    ) as server:
+        first = await client.post(url(server), b"{}", {})
+        second = await client.post(url(server), b"{}", {})
+    assert first.status_code == second.status_code == 201
+    assert server.connections == 2 and len(server.requests) == 2
+
+
+async def test_an_exchange_cancelled_as_its_answer_arrives_closes_the_connection(
+    client: HttpClient,
+) -> None:
+    async with serving(keep_answering(NO_CONTENT)) as server:
+        await client.post(url(server), b"{}", {})
+        [connection] = [c for connections in client._idle.values() for c in connections]
+        exchange = asyncio.create_task(connection.exchange(b"POST / HTTP/1.1\r\n\r\n"))
+        await asyncio.sleep(0)  # the request is written; the answer is not read yet
+        connection.data_received(NO_CONTENT)  # the answer completes...
+        exchange.cancel()  # ...and a timeout lands in the same turn
+        with pytest.raises(asyncio.CancelledError):
+            await exchange
+    assert connection.closed
+
+
+async def test_framing_headers_are_the_clients_and_user_agent_and_credentials_are_sent(
+    client: HttpClient,
+) -> None:
+    given = {
+        "Content-Length": "1",
+        "Transfer-Encoding": "chunked",
+        "Host": "evil",
+        "User-Agent": "Shop/2",
+    }
+    async with serving(keep_answering(NO_CONTENT)) as server:
+        target = httpx.URL(f"http://us%40er:p%3Ass@127.0.0.1:{server.port}/hook")
+        assert (await client.post(target, b"{}", given)).status_code == 204
+    head = server.requests[0].split(b"\r\n\r\n")[0].split(b"\r\n")
+    assert b"Content-Length: 2" in head and b"Content-Length: 1" not in head
+    assert not any(line.lower().startswith((b"transfer-encoding", b"host: evil")) for line in head)
+    assert b"User-Agent: Shop/2" in head and b"User-Agent: Safar-Test/1" not in head
+    assert b"Authorization: Basic dXNAZXI6cDpzcw==" in head  # base64("us@er:p:ss")

@@ -12,11 +12,13 @@ kept per (scheme, host, port) and reused; one the server closed, or idle for lon
 from __future__ import annotations
 
 import asyncio
+import base64
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import cast
+from urllib.parse import unquote
 
 import httptools
 import httpx
@@ -25,6 +27,11 @@ import httpx
 # closed instead (only the start of the body is kept).
 _MAX_BODY = 1 << 20
 _ANSWER_HEADERS = (b"retry-after", b"location")
+# Framing is the client's: a caller's headers of these names are left out.
+_FRAMING_HEADERS = frozenset(("host", "content-length", "transfer-encoding", "connection"))
+# With another address to try, a connection attempt gets this long (a dead IPv6 route must
+# not use up the whole deadline); the last address gets what is left of the caller's.
+_CONNECT_EACH_S = 1.0
 # (host, port) -> the addresses to connect to, in order; it may refuse the host.
 Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
 
@@ -74,8 +81,11 @@ class _Connection(asyncio.Protocol):
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._fail(HttpError("the server switched protocols"))
+            self.close()
         except httptools.HttpParserError as exc:
+            # Also after a whole answer (bytes past its end): the connection is out of step.
             self._fail(HttpError(f"not a valid HTTP answer: {exc}"))
+            self.close()
         if self._body_size > _MAX_BODY and not self._answer.done():
             self._complete(reusable=False)  # enough of it: the connection goes
 
@@ -92,6 +102,10 @@ class _Connection(asyncio.Protocol):
             self._fail(HttpError(f"the server closed the connection before answering{reason}"))
 
     # --- httptools callbacks -------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self._answer is not None and self._answer.done():
+            self.close()  # a second answer to one request: the connection is out of step
 
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
@@ -122,14 +136,20 @@ class _Connection(asyncio.Protocol):
         self.reusable = False
         self._transport.write(request)
         try:
-            return await self._answer
+            answer = await self._answer
+        except BaseException:
+            # Cancelled (a timeout) even as the answer came in, or failed: never reused.
+            self.close()
+            raise
         finally:
             self._answer = None
-            if not self.reusable:
-                self.close()
+        if not self.reusable:
+            self.close()
+        return answer
 
     def close(self) -> None:
         self.closed = True
+        self.reusable = False
         if self._transport is not None:
             self._transport.close()
 
@@ -181,6 +201,7 @@ class HttpClient:
         self._ssl = ssl_context
         self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
         self._next_sweep = 0.0
+        self._closed = False
 
     async def post(self, url: httpx.URL, body: bytes, headers: dict[str, str]) -> Answer:
         if url.scheme not in ("http", "https"):
@@ -195,8 +216,10 @@ class HttpClient:
             except HttpError:
                 if connection.heard:
                     raise
-                # Closed by the server while it sat idle (the close crossed our request):
-                # the request is sent once more, on a new connection.
+                # Closed with no byte of an answer: mostly the server's idle timeout crossing
+                # the request. It goes once more, on a new connection, at once; a receiver
+                # that did get it before failing would have it again from the retry
+                # schedule anyway, with the same webhook-id.
             else:
                 self._put_back(key, connection)
                 return answer
@@ -206,19 +229,31 @@ class HttpClient:
         return answer
 
     async def close(self) -> None:
+        self._closed = True  # posts still under way close their connection when done
         for connections in self._idle.values():
             for connection in connections:
                 connection.close()
         self._idle.clear()
 
     def _request(self, url: httpx.URL, body: bytes, headers: dict[str, str]) -> bytes:
+        given = {name.lower() for name in headers}
         lines = [
             f"POST {url.raw_path.decode('ascii')} HTTP/1.1",
             f"Host: {url.netloc.decode('ascii')}",
-            f"User-Agent: {self._user_agent}",
             f"Content-Length: {len(body)}",
-            *(f"{name}: {value}" for name, value in headers.items()),
+            *(
+                f"{name}: {value}"
+                for name, value in headers.items()
+                if name.lower() not in _FRAMING_HEADERS
+            ),
         ]
+        if "user-agent" not in given:
+            lines.append(f"User-Agent: {self._user_agent}")
+        if url.userinfo and "authorization" not in given:
+            # https://user:password@host/...: Basic credentials, as browsers and aiohttp send.
+            user, _, password = url.userinfo.decode("ascii").partition(":")
+            token = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode()
+            lines.append(f"Authorization: Basic {token}")
         return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
     async def _connect(self, key: tuple[str, str, int]) -> _Connection:
@@ -229,16 +264,17 @@ class HttpClient:
         addresses = await self._resolve(host, port) if self._resolve else [host]
         loop = asyncio.get_running_loop()
         failure: OSError | None = None
-        for address in addresses:
+        for n, address in enumerate(addresses, start=1):
             try:
-                _, connection = await loop.create_connection(
-                    lambda: _Connection(self._snippet),
-                    address,
-                    port,
-                    ssl=self._ssl if secure else None,
-                    server_hostname=host if secure else None,
-                )
-            except OSError as exc:
+                async with asyncio.timeout(_CONNECT_EACH_S if n < len(addresses) else None):
+                    _, connection = await loop.create_connection(
+                        lambda: _Connection(self._snippet),
+                        address,
+                        port,
+                        ssl=self._ssl if secure else None,
+                        server_hostname=host if secure else None,
+                    )
+            except OSError as exc:  # TimeoutError included: the next address is tried
                 failure = exc
                 continue
             return connection
@@ -255,6 +291,8 @@ class HttpClient:
         return None
 
     def _put_back(self, key: tuple[str, str, int], connection: _Connection) -> None:
+        if self._closed:
+            connection.close()
         if connection.closed:
             return
         now = time.monotonic()
