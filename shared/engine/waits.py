@@ -65,17 +65,23 @@ def cancel_waits(
     now: datetime,
     effects: Effects,
 ) -> None:
-    """Remove every pending wait this event's ``unless`` matches, stamped before its deadline."""
+    """Remove every pending wait this event's ``unless`` matches, stamped before its deadline
+    and received before the wait fell due (deadline + grace)."""
     if not profile.waits or event.type != "track":
         return
     rules = config.by_unless.get(event.name, ())
     if not rules:
         return
     stamped = datetime.fromisoformat(event.timestamp).timestamp()
+    received = datetime.fromisoformat(event.received_at).timestamp()
     for rule in rules:
         for wait in [w for w in profile.waits if w.rule == rule.key]:
             if stamped > wait.deadline:
                 continue  # bought after the nudge was due: the nudge stands
+            if received > wait.due:
+                # Reached Safar after the wait fell due: it is the timer loop's to fire, and
+                # may be on its way already (a cancel now would race the send).
+                continue
             if rule.unless_match is not None:
                 scope = Scope(event_view, profile, now, wait.trigger, config.shape)
                 try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,7 +11,7 @@ from shared.engine.identity import merge_profiles
 from shared.engine.policies import in_holdout
 from shared.engine.process import Outcome, process_event
 from shared.engine.waits import fire_wait
-from shared.events import Event
+from shared.events import Event, format_time
 from shared.profile import Profile
 from tests.unit.engine_data import T0, bundle_config, track, webhook
 
@@ -175,6 +176,18 @@ def test_unless_cancels_only_the_matching_cart_and_only_before_the_deadline() ->
     # Bought after the deadline (stamped at 31m, processed during grace): the nudge stands.
     profile, _ = feed(config, [bought("cart-2", 31)], profile)
     assert [w.key for w in profile.waits] == ["cart-2"]
+
+
+def test_a_purchase_reaching_safar_after_the_wait_fell_due_leaves_it_to_fire() -> None:
+    config = bundle_config(None, [ABANDONED])
+    profile, _ = feed(config, [added("cart-1", 0), added("cart-2", 0)])
+    # Both stamped before the 30m deadline; one reaches Safar within the 2m grace, the other
+    # after it: the timer loop may be firing that wait already, so it is not cancelled.
+    in_grace = replace(bought("cart-1", 29), received_at=format_time(T0 + timedelta(minutes=31)))
+    too_late = replace(bought("cart-2", 29), received_at=format_time(T0 + timedelta(minutes=33)))
+    profile, outcomes = feed(config, [in_grace, too_late], profile, now=T0 + timedelta(minutes=33))
+    assert [w.key for w in profile.waits] == ["cart-2"]
+    assert kinds(outcomes) == [("abandoned-cart", "cancelled")]
 
 
 def test_a_due_wait_fires_once_with_the_trigger_it_was_scheduled_with() -> None:
