@@ -13,14 +13,13 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
 
 import httpx
 import orjson
 from rich.console import Console
 
 from bench.harness import cpu_seconds, embedded_servers, percentile
-from bench.http_load import content_length, exchange, request_bytes
+from bench.http_load import BareReceiver, exchange, request_bytes
 from shared.config_feed import publish_snapshot
 from shared.definitions import Bundle, ConfigSnapshot
 from shared.embedded import die_with_parent, free_port
@@ -98,34 +97,14 @@ async def _publish(settings: Settings, hook: str) -> None:
     await publish_snapshot(settings, snapshot)
 
 
-class _Receiver(asyncio.Protocol):
-    """The webhook receiver: HTTP/1.1 with Content-Length bodies, kept alive, answered 204.
-
-    A bare protocol rather than an ASGI server: it shares the machine's cores with the
-    pipeline it measures, and a web framework costs several times as much per webhook."""
+class _Receiver(BareReceiver):
+    """The webhook receiver: records when each thank-you and nudge arrived."""
 
     def __init__(self, arrivals: Arrivals) -> None:
+        super().__init__()
         self._arrivals = arrivals
-        self._buffer = b""
-        self._transport: asyncio.WriteTransport | None = None
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.WriteTransport, transport)  # uvloop's is no subclass
-
-    def data_received(self, data: bytes) -> None:
-        self._buffer += data
-        while (end := self._buffer.find(b"\r\n\r\n")) >= 0:
-            head = self._buffer[:end].split(b"\r\n")
-            length = content_length(head[1:])
-            if len(self._buffer) < end + 4 + length:
-                return  # the rest of the body is on its way
-            body = self._buffer[end + 4 : end + 4 + length]
-            self._buffer = self._buffer[end + 4 + length :]
-            self._arrived(head[0].split()[1].decode(), body)
-            assert self._transport is not None
-            self._transport.write(b"HTTP/1.1 204 No Content\r\n\r\n")
-
-    def _arrived(self, path: str, body: bytes) -> None:
+    def arrived(self, path: str, body: bytes) -> None:
         payload = orjson.loads(body)["payload"]
         if path == "/thanks":
             sent = float(payload["sent"])

@@ -13,20 +13,18 @@ import asyncio
 import multiprocessing
 import time
 from dataclasses import dataclass, field
-from typing import cast
 
 import httpx
 import uvloop
 from rich.console import Console
 
-from bench.http_load import exchange, request_bytes
+from bench.http_load import BareReceiver, exchange, request_bytes
 from services.orchestrator.dispatcher.http_client import HttpClient
 from services.orchestrator.dispatcher.signatures import signature_headers
 from shared.embedded import free_port
 
 console = Console(stderr=True)
 _BODY = b'{"type":"webhook","id":"' + b"a" * 40 + b'","payload":{"sent":"1764000000.1"}}' * 2
-_ANSWER = b"HTTP/1.1 204 No Content\r\n\r\n"
 
 
 @dataclass
@@ -35,34 +33,9 @@ class Result:
     safar_us: list[float] = field(default_factory=list)
 
 
-class _Receiver(asyncio.Protocol):
-    """Answers 204 to every request (read by Content-Length), as fast as it can."""
-
-    def __init__(self) -> None:
-        self._buffer = b""
-        self._transport: asyncio.WriteTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.WriteTransport, transport)  # uvloop's is no subclass
-
-    def data_received(self, data: bytes) -> None:
-        self._buffer += data
-        while (end := self._buffer.find(b"\r\n\r\n")) >= 0:
-            length = 0
-            for line in self._buffer[:end].split(b"\r\n")[1:]:
-                name, _, value = line.partition(b":")
-                if name.lower() == b"content-length":
-                    length = int(value)
-            if len(self._buffer) < end + 4 + length:
-                return
-            self._buffer = self._buffer[end + 4 + length :]
-            assert self._transport is not None
-            self._transport.write(_ANSWER)
-
-
 def _serve(port: int) -> None:
     async def main() -> None:
-        server = await asyncio.get_running_loop().create_server(_Receiver, "127.0.0.1", port)
+        server = await asyncio.get_running_loop().create_server(BareReceiver, "127.0.0.1", port)
         async with server:
             await server.serve_forever()
 

@@ -92,6 +92,20 @@ def answering(*answers: bytes) -> Callable[[Server], Handler]:
     return make
 
 
+def answering_once(answer: bytes) -> Callable[[Server], Handler]:
+    """One request per connection gets ``answer``; then the server closes the connection."""
+
+    def make(server: Server) -> Handler:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await server.read_request(reader)
+            writer.write(answer)
+            await writer.drain()
+
+        return handle
+
+    return make
+
+
 def keep_answering(answer: bytes) -> Callable[[Server], Handler]:
     def make(server: Server) -> Handler:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -163,16 +177,7 @@ async def test_chunked_and_sized_bodies_are_read_whole_and_the_start_kept() -> N
 
 async def test_a_body_that_ends_with_the_connection(client: HttpClient) -> None:
     until_close = b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\nno such hook"
-
-    def make(server: Server) -> Handler:
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await server.read_request(reader)
-            writer.write(until_close)
-            await writer.drain()
-
-        return handle
-
-    async with serving(make) as server:
+    async with serving(answering_once(until_close)) as server:
         first = await client.post(url(server), b"{}", {})
         second = await client.post(url(server), b"{}", {})
     assert (first.status_code, first.content) == (400, b"no such hook")
@@ -197,15 +202,7 @@ async def test_a_kept_connection_the_server_closed_is_replaced_without_an_error(
     client: HttpClient,
 ) -> None:
     # The server answers once per connection and then closes it, as an idle timeout does.
-    def make(server: Server) -> Handler:
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await server.read_request(reader)
-            writer.write(NO_CONTENT)
-            await writer.drain()
-
-        return handle
-
-    async with serving(make) as server:
+    async with serving(answering_once(NO_CONTENT)) as server:
         await client.post(url(server), b"{}", {})
         [kept] = [c for connections in client._idle.values() for c in connections]
         async with asyncio.timeout(5):
