@@ -235,6 +235,10 @@ def test_commits_stop_at_the_first_unfinished_record() -> None:
         "http://169.254.169.254/latest/meta-data",
         "http://[::1]/",
         "http://[::ffff:127.0.0.1]/",
+        "http://[64:ff9b::7f00:1]/",  # NAT64 of 127.0.0.1
+        "http://[64:ff9b:1::808:808]/",  # local-use NAT64, whatever it carries
+        "http://[2002:a9fe:a9fe::]/",  # 6to4 of 169.254.169.254
+        "http://[::192.168.0.1]/",  # IPv4-compatible
         "http://0.0.0.0/",
     ],
 )
@@ -247,3 +251,4 @@ async def test_private_and_loopback_targets_are_refused(url: str) -> None:
 async def test_public_addresses_pass_and_are_the_ones_connected_to() -> None:
     assert await public_addresses("93.184.215.14", 443) == ["93.184.215.14"]
     assert await public_addresses("2606:4700::1111", 443) == ["2606:4700::1111"]
+    assert await public_addresses("64:ff9b::808:808", 443) == ["64:ff9b::808:808"]

@@ -14,13 +14,31 @@ import socket
 from services.orchestrator.dispatcher.exceptions import DeliveryError, TargetRefusedError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+# IPv6 prefixes whose last 32 bits are an IPv4 address a gateway or the host itself may
+# reach: well-known NAT64 (RFC 6052) and the deprecated IPv4-compatible form.
+_CARRYING_IPV4 = tuple(ipaddress.IPv6Network(prefix) for prefix in ("64:ff9b::/96", "::/96"))
+# Local-use NAT64 (RFC 8215): translated inside one network, never public.
+_LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")
 
 
 def is_public(address: IPAddress) -> bool:
-    """True for a globally routable unicast address."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    """True for a globally routable unicast address; for an IPv6 address that carries an
+    IPv4 one (mapped, 6to4, NAT64, IPv4-compatible), that IPv4 address must be."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address in _LOCAL_NAT64:
+            return False
+        address = _carried_ipv4(address) or address
     return address.is_global and not address.is_multicast
+
+
+def _carried_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if any(address in prefix for prefix in _CARRYING_IPV4):
+        return ipaddress.IPv4Address(int(address) & 0xFFFF_FFFF)
+    return None
 
 
 async def public_addresses(host: str, port: int) -> list[str]:
