@@ -26,6 +26,7 @@ from services.orchestrator import metrics
 from services.orchestrator.active_config import ActiveConfig
 from services.orchestrator.effects_publisher import EffectsPublisher, timer_entries
 from services.orchestrator.events_progress import EventsProgress
+from services.orchestrator.pacing import Every
 from services.orchestrator.profile_cache import ProfileCache
 from services.orchestrator.profile_store import ProfileStore, Stored
 from services.orchestrator.wait_index import TimerEntry, WaitIndex
@@ -144,12 +145,12 @@ class EventConsumer:
         self._topics = Topics(settings.namespace)
         self._lock = asyncio.Lock()
         self._cache = ProfileCache(settings.orchestrator_profile_cache)
-        self._next_end_check = 0.0
+        self._end_check = Every(_END_CHECK_S)
         # The newest batch's offset commit and progress mark, under way in the background.
         self._settling: asyncio.Task[None] | None = None
         # Offsets applied but not committed yet (commits are paced: kafka_commit_interval_s).
         self._to_commit: dict[TopicPartition, int] = {}
-        self._next_commit = 0.0
+        self._commit_pace = Every(settings.kafka_commit_interval_s)
         self.records_done = 0  # records applied by this process
 
     @property
@@ -225,9 +226,8 @@ class EventConsumer:
     async def _applied_positions(self) -> dict[TopicPartition, int]:
         """Every ``_END_CHECK_S``, the assigned partitions' positions, taken before the next
         fetch moves them past records not yet applied; else nothing."""
-        if time.monotonic() < self._next_end_check:
+        if not self._end_check.due():
             return {}
-        self._next_end_check = time.monotonic() + _END_CHECK_S
         try:
             return {tp: await self._consumer.position(tp) for tp in self._consumer.assignment()}
         except (KafkaError, IllegalStateError) as exc:
@@ -238,8 +238,7 @@ class EventConsumer:
         for tp, records in batch.items():
             if records:
                 self._to_commit[tp] = records[-1].offset + 1
-        if time.monotonic() >= self._next_commit:
-            self._next_commit = time.monotonic() + self._settings.kafka_commit_interval_s
+        if self._commit_pace.due():
             await self._commit()
         await self._mark_progress(batch, positions)
 

@@ -23,6 +23,8 @@ from urllib.parse import unquote
 import httptools
 import httpx
 
+from services.orchestrator.pacing import Every
+
 # A body is read to its end to keep the connection; past this size the connection is
 # closed instead (only the start of the body is kept).
 _MAX_BODY = 1 << 20
@@ -66,6 +68,10 @@ class _Connection(asyncio.Protocol):
         self.heard = False  # some bytes of the current answer arrived
         self.reusable = False
         self.idle_since = 0.0
+
+    def usable(self, idle_after: float) -> bool:
+        """Open, and idle since ``idle_after`` (monotonic) or later."""
+        return not self.closed and self.idle_since > idle_after
 
     # --- asyncio.Protocol ----------------------------------------------------------------
 
@@ -200,7 +206,7 @@ class HttpClient:
         self._snippet = snippet
         self._ssl = ssl_context
         self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
-        self._next_sweep = 0.0
+        self._sweep_pace = Every(idle_s)
         self._closed = False
 
     async def post(self, url: httpx.URL, body: bytes, headers: dict[str, str]) -> Answer:
@@ -212,7 +218,7 @@ class HttpClient:
         connection = self._take_idle(key)
         if connection is not None:
             try:
-                answer = await connection.exchange(request)
+                return await self._exchange(key, connection, request)
             except HttpError:
                 if connection.heard:
                     raise
@@ -220,13 +226,7 @@ class HttpClient:
                 # the request. It goes once more, on a new connection, at once; a receiver
                 # that did get it before failing would have it again from the retry
                 # schedule anyway, with the same webhook-id.
-            else:
-                self._put_back(key, connection)
-                return answer
-        connection = await self._connect(key)
-        answer = await connection.exchange(request)
-        self._put_back(key, connection)
-        return answer
+        return await self._exchange(key, await self._connect(key), request)
 
     async def close(self) -> None:
         self._closed = True  # posts still under way close their connection when done
@@ -234,6 +234,13 @@ class HttpClient:
             for connection in connections:
                 connection.close()
         self._idle.clear()
+
+    async def _exchange(
+        self, key: tuple[str, str, int], connection: _Connection, request: bytes
+    ) -> Answer:
+        answer = await connection.exchange(request)
+        self._put_back(key, connection)
+        return answer
 
     def _request(self, url: httpx.URL, body: bytes, headers: dict[str, str]) -> bytes:
         given = {name.lower() for name in headers}
@@ -282,10 +289,10 @@ class HttpClient:
 
     def _take_idle(self, key: tuple[str, str, int]) -> _Connection | None:
         idle = self._idle.get(key)
-        oldest = time.monotonic() - self._idle_s
+        idle_after = time.monotonic() - self._idle_s
         while idle:
             connection = idle.pop()
-            if not connection.closed and connection.idle_since > oldest:
+            if connection.usable(idle_after):
                 return connection
             connection.close()
         return None
@@ -302,17 +309,17 @@ class HttpClient:
         else:
             connection.idle_since = now
             idle.append(connection)
-        if now >= self._next_sweep:
-            self._sweep(now)
+        if self._sweep_pace.due():
+            self._sweep(now - self._idle_s)
 
-    def _sweep(self, now: float) -> None:
+    def _sweep(self, idle_after: float) -> None:
         """Close connections idle too long, of every host (one seldom posted to included)."""
-        self._next_sweep = now + self._idle_s
-        oldest = now - self._idle_s
         for key, connections in list(self._idle.items()):
-            kept = [c for c in connections if not c.closed and c.idle_since > oldest]
+            kept = []
             for connection in connections:
-                if connection not in kept:
+                if connection.usable(idle_after):
+                    kept.append(connection)
+                else:
                     connection.close()
             if kept:
                 self._idle[key] = kept

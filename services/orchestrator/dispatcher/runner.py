@@ -43,6 +43,7 @@ from services.orchestrator.dispatcher.redis_keys import DispatchKeys
 from services.orchestrator.dispatcher.retry_policy import Decision, RetryPolicy, decide
 from services.orchestrator.dispatcher.retry_schedule import RetrySchedule
 from services.orchestrator.dispatcher.webhook import USER_AGENT, WebhookChannel
+from services.orchestrator.pacing import Every
 from shared.actions import ActionDecodeError, ActionRecord
 from shared.coalescer import Coalescer
 from shared.dead_letters import dead_letter
@@ -156,7 +157,7 @@ class Dispatcher:
         self._channels: dict[str, Channel] = {}
         self._task: asyncio.Task[None] | None = None
         self._failure: BaseException | None = None
-        self._next_commit = 0.0
+        self._commit_pace = Every(settings.kafka_commit_interval_s)
 
     @property
     def ready(self) -> bool:
@@ -265,8 +266,7 @@ class Dispatcher:
             for tp, records in batch.items():
                 for record in records:
                     self._accept(tp, record)
-            if time.monotonic() >= self._next_commit:
-                self._next_commit = time.monotonic() + self._settings.kafka_commit_interval_s
+            if self._commit_pace.due():
                 await self._commit(consumer)
 
     def _accept(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
