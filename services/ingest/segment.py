@@ -8,10 +8,11 @@ from typing import Any
 
 import orjson
 
-from shared.events import Event, EventType, format_time
+from shared.events import CONTROL_CHARACTERS, Event, EventType, format_time
 
 MAX_EVENT_BYTES = 32 * 1024
 MAX_BATCH_EVENTS = 2500
+
 
 # The one-letter routes of @segment/analytics-next.
 ROUTE_TYPES: dict[str, EventType] = {
@@ -48,11 +49,14 @@ def type_label(message: object) -> str:
 
 
 def _id(message: dict[str, Any], field: str) -> str | None:
-    """An id field as a string; null and blank strings count as absent, numbers are spelled."""
+    """An id field as a string; null and blank strings count as absent, numbers are spelled.
+    Control characters are refused: Safar's keys use two of them as separators."""
     value = message.get(field)
     if value is None:
         return None
     if isinstance(value, str):
+        if CONTROL_CHARACTERS.search(value):
+            raise InvalidMessage(f"{field} must not contain control characters")
         return value if value.strip() else None
     if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
@@ -118,7 +122,10 @@ def normalize(
     if batch:
         message = _with_batch_defaults(message, batch)
     # The limit applies to the event as stored, batch-level context included.
-    size = len(orjson.dumps(message))
+    try:
+        size = len(orjson.dumps(message))
+    except orjson.JSONEncodeError:  # orjson writes at most 254 levels, reads 1024
+        raise InvalidMessage("the event nests too deeply") from None
     if size > MAX_EVENT_BYTES:
         raise InvalidMessage(
             f"the event is {size} bytes; the limit is {MAX_EVENT_BYTES}", "event_too_large"

@@ -158,6 +158,7 @@ def evaluate(expression: Expression, scope: Scope) -> Any:
             pass  # a value the native path does not decide: CEL gives the answer
     try:
         return expression.program.execute(scope.context)
-    except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+    except (ArithmeticError, KeyError, RuntimeError, TypeError, ValueError) as exc:
+        # ArithmeticError: division by zero and integer overflow.
         reason = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
         raise ExpressionFailed(reason) from None

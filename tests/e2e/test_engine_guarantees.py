@@ -130,7 +130,17 @@ async def test_a_poison_event_is_dead_lettered_and_the_partition_moves_on(
     producer = make_producer(settings)
     await producer.start()
     try:
-        for value in (b"not json", b'{"schema": 99}', orjson.dumps({"schema": 1, "x": 1})):
+        # The last one has every field, a list for an id: it once stopped the events loop.
+        wrong_type = {
+            **orjson.loads(event("p1", "Order Completed").to_json()),
+            "customer_id": ["p1"],
+        }
+        for value in (
+            b"not json",
+            b'{"schema": 99}',
+            orjson.dumps({"schema": 1, "x": 1}),
+            orjson.dumps(wrong_type),
+        ):
             await producer.send_and_wait(topics.events, value, key=b"p1")
     finally:
         await producer.stop()
@@ -141,11 +151,11 @@ async def test_a_poison_event_is_dead_lettered_and_the_partition_moves_on(
         what="the good event after the poison",
     )
     async with TopicReader(settings, topics.dlq) as reader:
-        letters = [orjson.loads(v) for v in await reader.until(lambda v: len(v) >= 3)]
-    assert [letter["kind"] for letter in letters] == ["event"] * 3
+        letters = [orjson.loads(v) for v in await reader.until(lambda v: len(v) >= 4)]
+    assert [letter["kind"] for letter in letters] == ["event"] * 4
     assert letters[0]["original"] == {"base64": "bm90IGpzb24="}
     assert all(letter["error"] for letter in letters)
-    assert await _metric(orchestrator, "safar_dlq_total", kind="event") == 3
+    assert await _metric(orchestrator, "safar_dlq_total", kind="event") == 4
 
 
 async def test_two_orchestrators_share_partitions_and_survive_losing_one(

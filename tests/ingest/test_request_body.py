@@ -117,9 +117,10 @@ def test_write_key_from_basic_username_else_body() -> None:
     assert key_from_header(_basic("")) is None
     assert key_from_header("Bearer token") is None
     assert key_from_header(None) is None
-    with pytest.raises(ApiError) as exc:
-        key_from_header("Basic !!!not base64")
-    assert _code(exc) == (401, "unauthorized")
+    for header in ("Basic !!!not base64", "Basic \xe9\xe9", "Basic " + "/w=="):
+        with pytest.raises(ApiError) as exc:
+            key_from_header(header)  # not base64; not ASCII; not UTF-8 once decoded
+        assert _code(exc) == (401, "unauthorized")
     assert key_from_body({"writeKey": "wk_3"}) == "wk_3"
     assert key_from_body({"writeKey": 3}) is None
     assert key_from_body({}) is None

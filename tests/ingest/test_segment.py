@@ -63,6 +63,13 @@ def test_numeric_ids_are_spelled_as_strings() -> None:
     assert event.user_id == "42" and event.customer_id == "42"
 
 
+def _nested(depth: int) -> list[object]:
+    value: list[object] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 @pytest.mark.parametrize(
     ("message", "reason"),
     [
@@ -71,6 +78,11 @@ def test_numeric_ids_are_spelled_as_strings() -> None:
         ({"userId": "  ", "event": "E"}, "userId or anonymousId"),
         ({"userId": ["u"], "event": "E"}, "userId must be a string"),
         ({"userId": True, "event": "E"}, "userId must be a string"),
+        # Safar's Redis keys separate ids with control characters.
+        ({"userId": "a\x1eb", "event": "E"}, "userId must not contain control characters"),
+        ({"anonymousId": "a\x00", "event": "E"}, "anonymousId must not contain control"),
+        # orjson reads 1,024 levels but writes about 254.
+        ({"userId": "u", "event": "E", "properties": {"p": _nested(300)}}, "nests too deeply"),
         ({"userId": "u"}, "event"),
         ({"userId": "u", "event": ""}, "event"),
         ({"userId": "u", "event": 7}, "event"),

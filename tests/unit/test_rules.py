@@ -107,6 +107,16 @@ def test_a_false_condition_does_nothing_and_a_failing_one_is_recorded() -> None:
     assert "price" in (outcomes[0].effects.rule_outcomes[0].detail or "")
 
 
+def test_division_by_zero_and_integer_overflow_are_recorded_errors_too() -> None:
+    """CEL raises ArithmeticError for these; the event is applied, the rule records it."""
+    rule = {**THANK_YOU, "if": "100 / int(event.properties.n) > 1"}
+    config = bundle_config(None, [rule])
+    for n in (0, 10**30):
+        profile, outcomes = feed(config, [track("Order Completed", n=n)])
+        assert kinds(outcomes) == [("thank-you", "error")]
+        assert profile.counts == {"Order Completed": 1}
+
+
 def test_entering_a_stage_triggers_its_rules() -> None:
     loyalty = {
         "key": "loyalty-offer",
