@@ -97,16 +97,18 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, TemplateError)
         return error_response(422, "invalid_template", str(exc))
 
-    async def unexpected(_: Request, exc: Exception) -> Response:
-        log.exception("unhandled error", exc_info=exc)
-        return error_response(500, "internal", "internal error; the request was logged")
-
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(ExpressionError, expression_error)
     app.add_exception_handler(TemplateError, template_error)
-    app.add_exception_handler(Exception, unexpected)
+    app.add_exception_handler(Exception, unexpected_error)
+
+
+async def unexpected_error(_: Request, exc: Exception) -> Response:
+    """A 500 with a JSON body; the traceback goes to the log."""
+    log.exception("unhandled error", exc_info=exc)
+    return error_response(500, "internal", "internal error; the request was logged")
 
 
 def add_health_routes(

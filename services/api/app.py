@@ -8,6 +8,8 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI, Request
 from redis.asyncio import Redis
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from starlette.responses import Response
 
 from services.api.access.views import router as access_router
 from services.api.analytics.views import router as analytics_router
@@ -23,7 +25,13 @@ from services.api.metrics import RequestMetrics
 from services.api.recorder.recorder import HistoryRecorder
 from services.api.rules.views import router as rules_router
 from shared.customer_keys import CustomerKeys
-from shared.http import ReadinessCheck, add_health_routes, install_error_handlers
+from shared.http import (
+    ReadinessCheck,
+    add_health_routes,
+    error_response,
+    install_error_handlers,
+    unexpected_error,
+)
 from shared.kafka import make_producer
 from shared.settings import Settings
 from shared.topics import Topics
@@ -68,6 +76,17 @@ def _checks(request: Request) -> Mapping[str, ReadinessCheck]:
     return {"postgres": postgres, "redis": redis}
 
 
+async def _data_error(request: Request, exc: Exception) -> Response:
+    """PostgreSQL refused a value the request carried (SQLSTATE class 22: a NUL character,
+    a number or time out of range): the request is invalid; anything else is unexpected."""
+    assert isinstance(exc, DBAPIError)
+    state = str(getattr(exc.orig, "pgcode", "") or "")
+    if not state.startswith("22"):
+        return await unexpected_error(request, exc)
+    reason = str(exc.orig).strip().splitlines()[-1] if exc.orig else "invalid value"
+    return error_response(422, "invalid", f"a value of the request cannot be used: {reason}")
+
+
 def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(
         title="Safar api",
@@ -79,6 +98,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
+    app.add_exception_handler(DBAPIError, _data_error)
     for router in (journeys_router, customers_router, access_router):
         app.include_router(router)
     for router in (rules_router, config_router, audit_router):

@@ -24,7 +24,7 @@ def _too_large() -> ApiError:
 
 def check_content_length(header: str | None) -> None:
     """Refuse a declared over-size body before reading any of it."""
-    if header is not None and header.strip().isdigit() and int(header) > MAX_WIRE_BYTES:
+    if header is not None and header.strip().isdecimal() and int(header) > MAX_WIRE_BYTES:
         raise _too_large()
 
 

@@ -252,6 +252,14 @@ BAD_BUNDLES = [
     (b"journeys: \xff\xfe", "application/yaml", 400, "bad_request", "not UTF-8"),
     ("journeys: []\nrule: []", "application/yaml", 422, "invalid", "rule: Extra inputs"),
     (
+        "rules:\n  - key: r\n    trigger: {event: X}\n"
+        "    action: {channel: webhook, url: 'https://x.example', payload: {n: !!binary /w==}}",
+        "application/yaml",
+        400,
+        "bad_request",
+        "a value JSON has not",
+    ),
+    (
         "rules:\n  - key: r\n    trigger: {event: X}\n    wait: {for: 0s}\n"
         "    action: {channel: log, message: m}",
         "application/yaml",

@@ -111,5 +111,8 @@ async def test_unknown_rule_and_bad_body(api: Api) -> None:
     await api.ok("POST", "/v1/rules", json=THANK_YOU)
     bad = await api.client.post("/v1/rules/thank-you/test", json={"event": 3}, headers=api.viewer)
     assert bad.status_code == 422 and set(bad.json()) == {"code", "message"}
+    early = {"event": {"event": "Order Completed", "timestamp": "0001-01-01T00:00:00+01:00"}}
+    bad = await api.client.post("/v1/rules/thank-you/test", json=early, headers=api.viewer)
+    assert bad.status_code == 422 and bad.json()["message"] == "event.timestamp is out of range"
     anonymous = await api.client.post("/v1/rules/thank-you/test", json=order(1))
     assert anonymous.status_code == 401

@@ -220,3 +220,32 @@ async def test_a_body_that_is_not_json_is_a_422_with_the_json_shape(api: Api) ->
     )
     assert response.status_code == 422
     assert set(response.json()) == {"code", "message"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        # PostgreSQL text holds no NUL character.
+        ("GET", "/v1/journeys/a%00b", None),
+        ("GET", "/v1/rules/a%00b/versions", None),
+        ("GET", "/v1/actions?customer_id=a%00b", None),
+        ("GET", "/v1/audit?actor=%00", None),
+        ("GET", "/v1/customers/a%00b/timeline", None),
+        ("POST", "/v1/rules", rule(key="other", name="a\x00b")),
+        ("POST", "/v1/api-keys", {"name": "a\x00b", "role": "viewer"}),
+        # Numbers and times PostgreSQL cannot hold.
+        ("GET", "/v1/actions?offset=99999999999999999999", None),
+        ("GET", "/v1/audit?before=-99999999999999999999", None),
+        ("GET", "/v1/customers/x/timeline?since=0001-01-01T00:00:00%2B01:00", None),
+        ("GET", "/v1/rules/thank-you/stats?until=9999-12-31T23:59:59-10:00", None),
+    ],
+)
+async def test_values_postgresql_cannot_hold_are_a_422(
+    api: Api, method: str, path: str, body: dict[str, Any] | None
+) -> None:
+    await api.ok("POST", "/v1/rules", json=RULE)
+    headers = api.admin if "api-keys" in path else api.editor
+    response = await api.client.request(method, path, json=body, headers=headers)
+    assert response.status_code == 422, response.text
+    assert set(response.json()) == {"code", "message"}
+    assert response.json()["code"] == "invalid"

@@ -85,6 +85,7 @@ def test_retry_after_in_seconds_or_as_a_date() -> None:
     assert parse_retry_after(format_datetime(NOW + timedelta(seconds=90), usegmt=True), NOW) == 90
     assert parse_retry_after(format_datetime(NOW - timedelta(seconds=5), usegmt=True), NOW) == 0
     assert parse_retry_after("soon", NOW) is None
+    assert parse_retry_after("\u00b2", NOW) is None  # a digit to isdigit(), not to float()
     assert parse_retry_after(None, NOW) is None
 
 

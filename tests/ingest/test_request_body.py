@@ -90,6 +90,7 @@ async def test_read_body_stops_past_the_wire_limit() -> None:
     assert _code(exc) == (400, "payload_too_large")
     check_content_length(None)
     check_content_length(str(MAX_WIRE_BYTES))
+    check_content_length("\u00b2")  # a digit to isdigit(), not to int(): left to the body
     with pytest.raises(ApiError):
         check_content_length(str(MAX_WIRE_BYTES + 1))
 

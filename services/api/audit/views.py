@@ -36,7 +36,10 @@ async def list_audit(
     target_kind: TargetKind | None = None,
     target_key: str | None = None,
     actor: str | None = None,
-    before: Annotated[int | None, Query(description="Only entries older than this id")] = None,
+    before: Annotated[
+        int | None,
+        Query(ge=-(2**63), le=2**63 - 1, description="Only entries older than this id"),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[AuditEntryOut]:
     rows = await service.list_entries(

@@ -42,7 +42,13 @@ def parse_bundle(raw: bytes, content_type: str) -> Bundle:
         if "json" in content_type:
             data = orjson.loads(raw)
         else:
-            data = yaml.load(raw.decode(), Loader=_NoAliasLoader)
+            # Through JSON: what YAML has beyond it (binary, sets, keys that are not text)
+            # cannot be stored or published.
+            data = orjson.loads(orjson.dumps(yaml.load(raw.decode(), Loader=_NoAliasLoader)))
+    except orjson.JSONEncodeError as exc:
+        raise ApiError(
+            400, "bad_request", f"the bundle holds a value JSON has not: {exc}"
+        ) from None
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, "bad_request", f"the bundle is not JSON: {exc}") from None
     except UnicodeDecodeError:

@@ -69,7 +69,7 @@ class ConfigVersionOut(BaseModel):
 
 async def _read_body(request: Request) -> bytes:
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BUNDLE_BYTES:
+    if declared is not None and declared.isdecimal() and int(declared) > MAX_BUNDLE_BYTES:
         raise ApiError(413, "payload_too_large", f"a bundle is at most {MAX_BUNDLE_BYTES} bytes")
     body = bytearray()
     async for chunk in request.stream():

@@ -157,7 +157,7 @@ async def list_actions(
     rule: str | None = None,
     status: ActionStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
 ) -> list[ActionOut]:
     """One row per action (``action_id`` is its dedupe key), most recently changed first.
     ``status``: pending (fired, not delivered yet), retrying, sent, failed, held_out,

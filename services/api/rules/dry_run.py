@@ -18,6 +18,7 @@ from shared.engine.profile import apply_event
 from shared.engine.rules import triggered_rules
 from shared.engine.stage_machine import move_stages
 from shared.events import Event, format_time
+from shared.http import ApiError
 from shared.profile import Profile, StageState
 from shared.templates import TemplateRenderer, TemplateRenderError, template_context
 
@@ -147,7 +148,10 @@ def _only(config: CompiledConfig, key: str) -> CompiledConfig:
 
 def _event(body: RuleTestIn) -> Event:
     given = body.event
-    moment = format_time(given.timestamp or body.now or datetime.now(UTC))
+    try:
+        moment = format_time(given.timestamp or body.now or datetime.now(UTC))
+    except OverflowError:  # a time near year 1 or 9999 in a zone that UTC cannot reach
+        raise ApiError(422, "invalid", "event.timestamp is out of range") from None
     return Event(
         message_id=given.messageId or f"test-{uuid.uuid4()}",
         type=given.type,

@@ -21,7 +21,7 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isdecimal():  # not isdigit: "²" is a digit that float() refuses
         return float(value)
     try:
         moment = parsedate_to_datetime(value)
