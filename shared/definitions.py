@@ -7,6 +7,7 @@ stored.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
@@ -169,19 +170,21 @@ _ACTION_FIELDS = tuple(dict.fromkeys(f for fields in CHANNEL_FIELDS.values() for
 PAYLOAD_DEPTH = 16  # a payload nested deeper than this is a mistake, and costly to check
 
 
-def _depth(value: Any) -> int:
-    """How deeply a JSON value nests (iteratively: deep input cannot exhaust the stack)."""
-    deepest, pending = 0, [(value, 0)]
+def _payload_problem(payload: Any) -> str | None:
+    """Why a payload cannot go out as JSON, if it cannot: nested too deeply, or a number
+    JSON has not (NaN, infinity). Iterative: deep input cannot exhaust the stack."""
+    pending = [(payload, 0)]
     while pending:
         item, level = pending.pop()
-        deepest = max(deepest, level)
         if level > PAYLOAD_DEPTH:
-            break
+            return f"a payload nests at most {PAYLOAD_DEPTH} levels deep"
+        if isinstance(item, float) and not math.isfinite(item):
+            return "a payload number must be finite (JSON has no NaN or infinity)"
         if isinstance(item, dict):
             pending += [(child, level + 1) for child in item.values()]
         elif isinstance(item, list):
             pending += [(child, level + 1) for child in item]
-    return deepest
+    return None
 
 
 class Action(Definition):
@@ -202,9 +205,10 @@ class Action(Definition):
 
     @field_validator("payload")
     @classmethod
-    def _shallow(cls, payload: dict[str, Any] | None) -> dict[str, Any] | None:
-        if payload is not None and _depth(payload) > PAYLOAD_DEPTH:
-            raise ValueError(f"a payload nests at most {PAYLOAD_DEPTH} levels deep")
+    def _json_payload(cls, payload: dict[str, Any] | None) -> dict[str, Any] | None:
+        problem = None if payload is None else _payload_problem(payload)
+        if problem is not None:
+            raise ValueError(problem)
         return payload
 
     @model_validator(mode="after")

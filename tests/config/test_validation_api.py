@@ -249,3 +249,16 @@ async def test_values_postgresql_cannot_hold_are_a_422(
     assert response.status_code == 422, response.text
     assert set(response.json()) == {"code", "message"}
     assert response.json()["code"] == "invalid"
+
+
+async def test_a_payload_number_json_has_not_is_a_422(api: Api) -> None:
+    body = '{"key": "r", "trigger": {"event": "E"}, "action": %s}'
+    for number in ("NaN", "Infinity", "-Infinity"):
+        action = '{"channel": "webhook", "url": "https://x.example", "payload": {"n": %s}}'
+        response = await api.client.post(
+            "/v1/rules",
+            content=body % (action % number),
+            headers={**api.editor, "Content-Type": "application/json"},
+        )
+        assert response.status_code == 422, response.text
+        assert "a payload number must be finite" in response.json()["message"]
