@@ -30,17 +30,17 @@ async def dead_letter(
     attempts: int = 1,
 ) -> None:
     """Produce one dead letter and wait for Kafka's acknowledgement."""
-    try:
-        original: object = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        original = {"base64": base64.b64encode(value).decode()}
-    letter = {
+    letter: dict[str, object] = {
         "schema": DLQ_SCHEMA,
         "kind": kind,
         "source": source,
         "error": error,
         "attempts": attempts,
         "failed_at": format_time(datetime.now(UTC)),
-        "original": original,
     }
-    await producer.send_and_wait(topic, orjson.dumps(letter), key=key)
+    try:
+        encoded = orjson.dumps(letter | {"original": orjson.loads(value)})
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError):
+        # Not JSON, or nested deeper than orjson writes (it reads 1,024 levels, writes 254).
+        encoded = orjson.dumps(letter | {"original": {"base64": base64.b64encode(value).decode()}})
+    await producer.send_and_wait(topic, encoded, key=key)

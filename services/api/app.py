@@ -80,7 +80,7 @@ async def _data_error(request: Request, exc: Exception) -> Response:
     """PostgreSQL refused a value the request carried (SQLSTATE class 22: a NUL character,
     a number or time out of range): the request is invalid; anything else is unexpected."""
     assert isinstance(exc, DBAPIError)
-    state = str(getattr(exc.orig, "pgcode", "") or "")
+    state = str(getattr(exc.orig, "sqlstate", None) or "")
     if not state.startswith("22"):
         return await unexpected_error(request, exc)
     reason = str(exc.orig).strip().splitlines()[-1] if exc.orig else "invalid value"

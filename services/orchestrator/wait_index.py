@@ -8,6 +8,7 @@ claim goes to one of them, and a claimer that dies loses nothing (the lease runs
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -15,6 +16,8 @@ from redis.asyncio import Redis
 
 from services.orchestrator.lua_scripts import LuaScript, ScriptCall, run_scripts
 from shared.customer_keys import CustomerKeys
+
+log = logging.getLogger(__name__)
 
 # KEYS[1] shard; ARGV: now, lease end, limit. Returns [member, score, member, score, ...].
 _CLAIM = LuaScript("""
@@ -49,9 +52,17 @@ class Claim:
     more_due: bool  # a shard gave its whole share: more may be due already
 
 
-def _parse(raw: Sequence[bytes]) -> list[TimerEntry]:
-    """``[member, score, member, score, ...]`` as entries."""
-    return [TimerEntry.parse(raw[i], float(raw[i + 1])) for i in range(0, len(raw), 2)]
+def _parse(raw: Sequence[bytes]) -> tuple[list[TimerEntry], list[bytes]]:
+    """``[member, score, member, score, ...]`` as entries, and the members that are not
+    UTF-8 text (no writer of Safar's makes them; left in place, they would be claimed
+    again and again)."""
+    entries, junk = [], []
+    for i in range(0, len(raw), 2):
+        try:
+            entries.append(TimerEntry.parse(raw[i], float(raw[i + 1])))
+        except UnicodeDecodeError:
+            junk.append(raw[i])
+    return entries, junk
 
 
 class WaitIndex:
@@ -95,7 +106,9 @@ class WaitIndex:
         """Take up to ``limit`` due entries of one shard for ``lease`` seconds."""
         call = ScriptCall(_CLAIM, [shard_key], [now, now + lease, limit])
         [raw] = await run_scripts(self._redis, [call])
-        return _parse(raw)
+        entries, junk = _parse(raw)
+        await self._drop({shard_key: junk})
+        return entries
 
     async def claim_due(self, now: float, lease: float, limit: int) -> Claim:
         """Take due entries of every shard for ``lease`` seconds, in one pipelined round
@@ -103,9 +116,23 @@ class WaitIndex:
         side by side split a burst between them instead of one taking it all."""
         share = -(-limit // self.shards)
         calls = [ScriptCall(_CLAIM, [key], [now, now + lease, share]) for key in self.shard_keys()]
-        claimed = [_parse(raw) for raw in await run_scripts(self._redis, calls)]
-        entries = sorted((e for shard in claimed for e in shard), key=lambda e: e.due)
-        return Claim(entries, more_due=any(len(shard) == share for shard in claimed))
+        raws = await run_scripts(self._redis, calls)
+        parsed = [_parse(raw) for raw in raws]
+        await self._drop(
+            {key: junk for key, (_, junk) in zip(self.shard_keys(), parsed, strict=True)}
+        )
+        entries = sorted((e for shard, _ in parsed for e in shard), key=lambda e: e.due)
+        return Claim(entries, more_due=any(len(raw) == 2 * share for raw in raws))
+
+    async def _drop(self, junk: dict[str, list[bytes]]) -> None:
+        if not any(junk.values()):
+            return
+        log.error("dropping timer entries that are not text: %s", junk)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key, members in junk.items():
+                if members:
+                    pipe.zrem(key, *members)
+            await pipe.execute()
 
     async def pending(self) -> int:
         async with self._redis.pipeline(transaction=False) as pipe:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import orjson
 import pytest
+from aiokafka import ConsumerRecord
 
 from services.api.history.records import (
     ActionOutcomeRecord,
@@ -14,6 +17,7 @@ from services.api.history.records import (
     archived_event,
     decode_record,
 )
+from services.api.recorder.recorder import _produced_at
 from shared.events import Event
 from shared.history import record_id
 from tests.analytics import history_records as h
@@ -114,3 +118,12 @@ def test_action_progress_only_grows_and_a_success_is_final() -> None:
     assert order == sorted(order)
     assert len(set(order)) == len(order)
     assert action_progress("sent", 1) > action_progress("retrying", 50)
+
+
+def test_a_kafka_timestamp_past_year_9999_falls_back_to_the_records_own_time() -> None:
+    fallback = datetime(2026, 1, 1, tzinfo=UTC)
+    records = [
+        ConsumerRecord("t", 0, 0, stamp, 0, None, b"{}", None, 0, 2, [])
+        for stamp in (253_402_300_800_000, -1, 1_767_225_600_000)
+    ]
+    assert [_produced_at(r, fallback) for r in records] == [fallback, fallback, fallback]

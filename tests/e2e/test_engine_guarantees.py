@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -140,6 +141,7 @@ async def test_a_poison_event_is_dead_lettered_and_the_partition_moves_on(
             b'{"schema": 99}',
             orjson.dumps({"schema": 1, "x": 1}),
             orjson.dumps(wrong_type),
+            b"[" * 300 + b"]" * 300,  # JSON orjson reads but cannot write back
         ):
             await producer.send_and_wait(topics.events, value, key=b"p1")
     finally:
@@ -151,11 +153,12 @@ async def test_a_poison_event_is_dead_lettered_and_the_partition_moves_on(
         what="the good event after the poison",
     )
     async with TopicReader(settings, topics.dlq) as reader:
-        letters = [orjson.loads(v) for v in await reader.until(lambda v: len(v) >= 4)]
-    assert [letter["kind"] for letter in letters] == ["event"] * 4
+        letters = [orjson.loads(v) for v in await reader.until(lambda v: len(v) >= 5)]
+    assert [letter["kind"] for letter in letters] == ["event"] * 5
     assert letters[0]["original"] == {"base64": "bm90IGpzb24="}
     assert all(letter["error"] for letter in letters)
-    assert await _metric(orchestrator, "safar_dlq_total", kind="event") == 4
+    assert letters[4]["original"] == {"base64": base64.b64encode(b"[" * 300 + b"]" * 300).decode()}
+    assert await _metric(orchestrator, "safar_dlq_total", kind="event") == 5
 
 
 async def test_two_orchestrators_share_partitions_and_survive_losing_one(

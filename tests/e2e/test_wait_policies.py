@@ -221,6 +221,23 @@ async def _claimed_now(redis: Redis, waits: WaitIndex, lease: float) -> int:
         return sum(await pipe.execute())
 
 
+async def test_a_timer_member_that_is_not_text_is_dropped_not_claimed_forever(
+    settings: Settings,
+) -> None:
+    redis = Redis.from_url(settings.require("redis_url"))
+    try:
+        waits = WaitIndex(redis, CustomerKeys(settings.namespace), shards=2)
+        due = time.time() - 1
+        good = TimerEntry("ada", "nudge", "cart-1", due)
+        await waits.update(add=[good])
+        await redis.zadd(waits.shard_keys()[0], {b"\xff\x1ebad\x1fk": due})
+        claim = await waits.claim_due(time.time(), 30.0, 100)
+        assert [e.member for e in claim.entries] == [good.member]
+        assert await waits.pending() == 1, "the member that is not text is gone"
+    finally:
+        await redis.aclose()
+
+
 async def test_a_timer_process_killed_after_claiming_loses_nothing(
     settings: Settings, service: Callable[..., ServiceProcess]
 ) -> None:

@@ -310,4 +310,7 @@ def _produced_at(record: ConsumerRecord[bytes, bytes], fallback: datetime) -> da
     """The Kafka timestamp (producer clock); the record's own time when there is none."""
     if record.timestamp is None or record.timestamp < 0:
         return fallback
-    return datetime.fromtimestamp(record.timestamp / 1000, UTC)
+    try:
+        return datetime.fromtimestamp(record.timestamp / 1000, UTC)
+    except (ValueError, OverflowError, OSError):  # past year 9999
+        return fallback
