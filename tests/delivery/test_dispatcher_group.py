@@ -40,6 +40,21 @@ async def test_a_claimed_retry_falls_due_again_when_its_claimer_goes_silent(
     assert await schedule.claim(now + 100, 10, lease_s=5.0) == []
 
 
+async def test_a_scheduled_retry_whose_id_is_not_text_is_dropped(
+    dispatch_settings: Settings, redis: Redis
+) -> None:
+    keys = DispatchKeys(dispatch_settings.namespace)
+    schedule = RetrySchedule(redis, keys)
+    action = make_action({"channel": "log", "message": "hi"})
+    now = time.time()
+    await schedule.put(action, now - 1)
+    await redis.hset(keys.retry_actions, b"\xff\xfe", action.to_json())
+    await redis.zadd(keys.retry_due, {b"\xff\xfe": 0})
+    assert [i for i, _ in await schedule.claim(now, 10, lease_s=5.0)] == [action.action_id]
+    assert await redis.zcard(keys.retry_due) == 1
+    assert not await redis.hexists(keys.retry_actions, b"\xff\xfe")
+
+
 async def test_partitions_move_between_dispatchers_without_loss_or_repeats(
     dispatch_settings: Settings,
     receiver: WebhookReceiver,

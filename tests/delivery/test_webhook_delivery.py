@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import time
 from collections.abc import Awaitable, Callable
@@ -14,6 +15,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
+from services.orchestrator.dispatcher.redis_keys import DispatchKeys
 from shared.events import format_time
 from shared.settings import Settings
 from shared.topics import Topics
@@ -304,6 +306,7 @@ async def test_private_targets_are_refused_unless_allowed(
 
 async def test_bad_actions_are_dead_lettered_and_the_dispatcher_goes_on(
     dispatch_settings: Settings,
+    redis: Redis,
     receiver: WebhookReceiver,
     start_dispatcher: StartDispatcher,
     producer: AIOKafkaProducer,
@@ -319,17 +322,38 @@ async def test_bad_actions_are_dead_lettered_and_the_dispatcher_goes_on(
     unknown_channel = make_action({"channel": "pigeon", "message": "coo"})
     bad_secret = make_action({"channel": "webhook", "url": url, "secret": "not base64!"})
     good = make_action({"channel": "webhook", "url": url})
+    # Its recorded outcome is unreadable: it counts as finished, never sent.
+    finished = make_action({"channel": "webhook", "url": url})
+    await redis.set(DispatchKeys(dispatch_settings.namespace).outcome(finished.action_id), b"{")
     topics = Topics(dispatch_settings.namespace)
     dlq = await read_topic(topics.dlq)
     await start_dispatcher()
     wrong_type = orjson.loads(good.to_json()) | {"action_id": 5}
-    for raw in (b"\x00 not json", b'{"schema": 1, "action_id": "x"}', orjson.dumps(wrong_type)):
+    # 260 levels in its customer: orjson reads that, and cannot write it back.
+    deep = orjson.dumps(orjson.loads(good.to_json()) | {"action_id": "deep", "customer": "~"})
+    deep = deep.replace(b'"~"', b'{"d":' + b"[" * 260 + b"]" * 260 + b"}")
+    for raw in (
+        b"\x00 not json",
+        b'{"schema": 1, "action_id": "x"}',
+        orjson.dumps(wrong_type),
+        deep,
+    ):
         await producer.send_and_wait(topics.actions, raw, key=b"ada")
     await publish(
-        producer, dispatch_settings, broken_template, forbidden, unknown_channel, bad_secret, good
+        producer,
+        dispatch_settings,
+        broken_template,
+        forbidden,
+        unknown_channel,
+        bad_secret,
+        finished,
+        good,
     )
 
-    letters = await dlq.wait_for(lambda d: len(d) >= 7, "seven dead letters")
+    letters = await dlq.wait_for(lambda d: len(d) >= 8, "eight dead letters")
+    [deep_letter] = [letter for letter in letters if "nests too deeply" in letter["error"]]
+    assert deep_letter["original"] == {"base64": base64.b64encode(deep).decode()}
+    letters.remove(deep_letter)
     errors = {str(letter["original"].get("action_id")): letter["error"] for letter in letters}
     assert "No filter named 'nope'" in errors[broken_template.action_id]
     assert "payload.x" in errors[broken_template.action_id]
@@ -341,7 +365,7 @@ async def test_bad_actions_are_dead_lettered_and_the_dispatcher_goes_on(
     assert "action field action_id has the wrong type" in errors["5"]
     assert {letter["kind"] for letter in letters} == {"action"}
     await eventually(lambda: _count(receiver, "fine"), lambda n: n == 1, what="the good one")
-    assert [r.webhook_id for r in receiver.at("fine")] == [good.action_id]
+    assert [r.webhook_id for r in receiver.at("fine")] == [good.action_id]  # not `finished`
 
 
 async def test_an_action_is_not_attempted_before_its_not_before_time(

@@ -6,6 +6,7 @@ record and before the offset commit; a redelivered action that has one is not se
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -14,6 +15,8 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from services.orchestrator.dispatcher.redis_keys import DispatchKeys
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +32,28 @@ class RecordedOutcome:
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> RecordedOutcome:
-        return cls(**orjson.loads(raw))
+        """The outcome; one that does not read as one (no writer of Safar's makes it) still
+        says that the action finished, so that it is never sent again: :data:`UNREADABLE`."""
+        try:
+            outcome = cls(**orjson.loads(raw))
+        except (orjson.JSONDecodeError, TypeError):
+            outcome = None
+        if outcome is None or not outcome._well_formed():
+            log.error("unreadable recorded outcome %r; the action counts as finished", raw[:200])
+            return UNREADABLE
+        return outcome
+
+    def _well_formed(self) -> bool:
+        return (
+            self.status in ("sent", "failed")
+            and type(self.attempt) is int
+            and (self.status_code is None or type(self.status_code) is int)
+            and (self.error is None or type(self.error) is str)
+            and type(self.at) is str
+        )
+
+
+UNREADABLE = RecordedOutcome("failed", 0, None, "the recorded outcome is unreadable", "")
 
 
 class DeliveryLog:

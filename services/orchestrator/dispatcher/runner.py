@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import TypeVar
 
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
@@ -31,7 +32,7 @@ from redis.exceptions import RedisError
 from services.orchestrator import metrics
 from services.orchestrator.dispatcher.action_history import ActionStatus, action_record
 from services.orchestrator.dispatcher.channels import CHANNELS, Channel, Delivered
-from services.orchestrator.dispatcher.delivery_log import DeliveryLog, RecordedOutcome
+from services.orchestrator.dispatcher.delivery_log import UNREADABLE, DeliveryLog, RecordedOutcome
 from services.orchestrator.dispatcher.email import EmailChannel
 from services.orchestrator.dispatcher.exceptions import DeliveryError
 from services.orchestrator.dispatcher.http_client import HttpClient
@@ -85,6 +86,10 @@ def decode_action(raw: bytes) -> ActionRecord:
             raise ActionDecodeError(f"action field {name} has the wrong type: {value!r:.100}")
     if not action.action_id or not action.customer_id or action.attempt < 0:
         raise ActionDecodeError("an action needs an action_id, a customer_id and attempt >= 0")
+    try:
+        action.to_json()  # as a retry and a dead letter write it again (orjson: 254 levels)
+    except orjson.JSONEncodeError:
+        raise ActionDecodeError("the action nests too deeply to be written again") from None
     return action
 
 
@@ -406,8 +411,10 @@ class Dispatcher:
 
     async def _skip_finished(self, action: ActionRecord, recorded: RecordedOutcome) -> None:
         """An action finished before: its history record is published again (same id) in
-        case a crash came between recording and publishing."""
-        await self._publish_outcome(action, recorded)
+        case a crash came between recording and publishing (unless the record is
+        unreadable: history keeps what was published when it was written)."""
+        if recorded is not UNREADABLE:
+            await self._publish_outcome(action, recorded)
         metrics.ACTIONS.labels(_channel_label(action), "duplicate").inc()
         log.debug("action %s already %s; skipped", action.action_id, recorded.status)
 
