@@ -480,3 +480,25 @@ async def test_a_replayed_batch_indexes_the_timer_a_crash_left_out(settings: Set
         await safar.handle([added])
         assert await safar.timer_due("max", "nudge", "m1") == due + 60
         assert claimed.customer_id == "max"
+
+
+# --- a profile that does not read is set aside, not failed on forever ----------------------
+
+
+async def test_an_unreadable_profile_is_set_aside_and_the_customer_starts_afresh(
+    settings: Settings,
+) -> None:
+    async with engine(settings, [QUIET_NUDGE]) as safar:
+        keys = CustomerKeys(settings.namespace)
+        corrupt = {"max": {"p": b"{", "v": b"3"}, "neo": {"p": b"[]", "v": b"x"}}
+        for customer, fields in corrupt.items():
+            await safar.redis.hset(keys.profile(customer), mapping=fields)
+        # The timer loop meets one through a due entry, the events loop the other.
+        due = at(T0)
+        await safar.waits.update(add=[TimerEntry("max", "nudge", "m1", due)])
+        assert await safar.fire_due(T0 + timedelta(minutes=1)) != []
+        await safar.handle([event("neo", "Product Added", at=at(T0), cart_id="n1")])
+        assert (await safar.profile("neo")).counts == {"Product Added": 1}
+        for customer, fields in corrupt.items():
+            aside = await safar.redis.hgetall(keys.profile(customer) + "-unreadable")
+            assert aside == {k.encode(): v for k, v in fields.items()}
