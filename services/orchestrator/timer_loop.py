@@ -26,10 +26,11 @@ from services.orchestrator.events_progress import EventsProgress
 from services.orchestrator.profile_store import ProfileStore
 from services.orchestrator.wait_index import Claim, TimerEntry, WaitIndex
 from shared.engine.compiled import CompiledConfig
+from shared.engine.effects import Effects
 from shared.engine.waits import fire_wait
 from shared.events import format_time
 from shared.kafka import partition_for
-from shared.profile import Profile
+from shared.profile import PendingWait, Profile
 from shared.settings import Settings
 from shared.topics import Topics
 
@@ -127,6 +128,7 @@ class TimerLoop:
         # entry put back for a customer still contended fires (and is observed) again later.
         lateness: dict[TimerEntry, float] = {}
         held: set[TimerEntry] = set()
+        broken: set[str] = set()  # customers whose waits failed to fire (retried after the lease)
         pending = list(by_customer)
         # A customer written meanwhile (an event, or another loop firing its other waits) is
         # fired again on the fresh profile at once; the publisher does not resend what Kafka
@@ -139,13 +141,19 @@ class TimerLoop:
                 if profile is None:
                     continue
                 before = timer_entries(profile)
-                for entry in by_customer[customer_id]:
-                    wait = profile.find_wait(entry.rule, entry.key)
-                    if wait is not None and behind(customer_id, wait.due):
+                try:
+                    fired = _fire_customer(profile, by_customer[customer_id], config, now, behind)
+                except Exception:
+                    # Would fail the same way now; its entries stay claimed until the lease
+                    # runs out, and the other customers' waits fire.
+                    log.exception("the waits of %r failed to fire", customer_id)
+                    broken.add(customer_id)
+                    continue
+                for entry, wait, effects in fired:
+                    if effects is None:
                         held.add(entry)  # an event that cancels it may still be unapplied
                         continue
                     held.discard(entry)
-                    effects = fire_wait(profile, entry.rule, entry.key, config, now)
                     if wait is not None and effects.actions:
                         lateness.setdefault(entry, max(now.timestamp() - wait.due, 0.0))
                     publisher.add(customer_id, at, effects)
@@ -168,6 +176,8 @@ class TimerLoop:
         keep: list[TimerEntry] = []
         drop: list[TimerEntry] = []
         for entry in entries:
+            if entry.customer_id in broken:
+                continue
             profile = profiles[entry.customer_id]
             wait = None if profile is None else profile.find_wait(entry.rule, entry.key)
             if entry.customer_id in lost:
@@ -180,3 +190,22 @@ class TimerLoop:
                 drop.append(entry)
         await self._waits.update(add=keep, remove=drop)
         return sum(1 for entry in held if entry.customer_id not in lost)
+
+
+def _fire_customer(
+    profile: Profile,
+    entries: list[TimerEntry],
+    config: CompiledConfig,
+    now: datetime,
+    behind: Callable[[str, float], bool],
+) -> list[tuple[TimerEntry, PendingWait | None, Effects | None]]:
+    """Fire one customer's claimed entries on its profile: each with its wait (None when
+    gone) and its effects (None when held for the events loop)."""
+    fired: list[tuple[TimerEntry, PendingWait | None, Effects | None]] = []
+    for entry in entries:
+        wait = profile.find_wait(entry.rule, entry.key)
+        if wait is not None and behind(profile.id, wait.due):
+            fired.append((entry, wait, None))
+        else:
+            fired.append((entry, wait, fire_wait(profile, entry.rule, entry.key, config, now)))
+    return fired

@@ -502,3 +502,24 @@ async def test_an_unreadable_profile_is_set_aside_and_the_customer_starts_afresh
         for customer, fields in corrupt.items():
             aside = await safar.redis.hgetall(keys.profile(customer) + "-unreadable")
             assert aside == {k.encode(): v for k, v in fields.items()}
+
+
+async def test_a_wait_that_fails_to_fire_is_left_claimed_and_the_others_fire(
+    settings: Settings,
+) -> None:
+    async with engine(settings, [QUIET_NUDGE]) as safar:
+        for customer in ("max", "neo"):
+            await safar.handle([event(customer, "Product Added", at=at(T0), cart_id="c")])
+        # neo's wait is damaged: its due time is text (no writer of Safar's does that).
+        key = CustomerKeys(settings.namespace).profile("neo")
+        stored = orjson.loads(await safar.redis.hget(key, "p") or b"{}")
+        stored["waits"][0]["due"] = "soon"
+        await safar.redis.hset(key, "p", orjson.dumps(stored))
+        later = T0 + timedelta(hours=1)
+        fired = await safar.fire_due(later)
+        assert {e.customer_id for e in fired} == {"max", "neo"}
+        assert (await safar.profile("max")).waits == []
+        assert len((await safar.profile("neo")).waits) == 1
+        # neo's entry stays claimed: it comes back once the lease runs out.
+        lease_end = await safar.timer_due("neo", "nudge", "c")
+        assert lease_end is not None and lease_end > at(later)
