@@ -286,6 +286,16 @@ async def test_a_huge_body_is_cut_short_and_its_connection_not_reused(client: Ht
     assert server.connections == 2
 
 
+async def test_endless_headers_are_an_error_not_held_in_memory(client: HttpClient) -> None:
+    endless = b"HTTP/1.1 200 OK\r\nX-Endless: " + b"x" * 200_000  # no end of headers
+    big_ok = b"HTTP/1.1 200 OK\r\nX-Big: " + b"x" * 30_000 + b"\r\nContent-Length: 0\r\n\r\n"
+    async with serving(answering_once(endless)) as server:
+        with pytest.raises(HttpError, match="headers are over 64 KB"):
+            await client.post(url(server), b"{}", {})
+    async with serving(answering_once(big_ok)) as server:
+        assert (await client.post(url(server), b"{}", {})).status_code == 200
+
+
 async def test_https_with_a_verified_certificate_and_refused_without() -> None:
     ca = trustme.CA()
     server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

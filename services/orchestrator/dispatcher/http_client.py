@@ -28,6 +28,9 @@ from services.orchestrator.pacing import Every
 # A body is read to its end to keep the connection; past this size the connection is
 # closed instead (only the start of the body is kept).
 _MAX_BODY = 1 << 20
+# The status line and headers of an answer: past this the answer is refused (the parser
+# would keep an endless header in memory).
+_MAX_HEAD = 64 << 10
 _ANSWER_HEADERS = (b"retry-after", b"location")
 # Framing is the client's: a caller's headers of these names are left out.
 _FRAMING_HEADERS = frozenset(("host", "content-length", "transfer-encoding", "connection"))
@@ -63,6 +66,7 @@ class _Connection(asyncio.Protocol):
         self._headers: dict[bytes, str] = {}
         self._content = bytearray()
         self._body_size = 0
+        self._head_size = 0
         self._headers_done = False
         self.closed = False
         self.heard = False  # some bytes of the current answer arrived
@@ -94,6 +98,11 @@ class _Connection(asyncio.Protocol):
             self.close()
         if self._body_size > _MAX_BODY and not self._answer.done():
             self._complete(reusable=False)  # enough of it: the connection goes
+        if not self._headers_done:
+            self._head_size += len(data)
+            if self._head_size > _MAX_HEAD:
+                self._fail(HttpError(f"the answer's headers are over {_MAX_HEAD >> 10} KB"))
+                self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -163,6 +172,7 @@ class _Connection(asyncio.Protocol):
         self._headers = {}
         self._content = bytearray()
         self._body_size = 0
+        self._head_size = 0
         self._headers_done = False
 
     def _complete(self, *, reusable: bool) -> None:
