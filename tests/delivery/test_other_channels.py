@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -10,7 +12,10 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from services.orchestrator.dispatcher.email import EmailChannel
+from services.orchestrator.dispatcher.exceptions import DeliveryError
 from shared.settings import Settings
+from shared.templates import TemplateRenderer, template_context
 from shared.topics import Topics
 from tests.delivery.conftest import (
     StartDispatcher,
@@ -163,3 +168,42 @@ async def test_the_log_channel_writes_one_structured_line(
     fields: dict[str, Any] = vars(line)
     assert fields["action_message"] == "Ada bought again"
     assert (fields["rule"], fields["customer_id"]) == ("thank-you", "ada")
+
+
+async def test_an_smtp_server_answering_slowly_is_given_one_deadline_in_all(
+    dispatch_settings: Settings,
+) -> None:
+    """Each answer comes within the per-command timeout, the whole exchange does not."""
+
+    async def answer_slowly(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async def say(line: bytes) -> None:
+            await asyncio.sleep(0.3)
+            writer.write(line + b"\r\n")
+            await writer.drain()
+
+        await say(b"220 slow.example ESMTP")
+        while line := await reader.readline():
+            if line.upper().startswith(b"DATA"):
+                await say(b"354 go ahead")
+                while (await reader.readline()) not in (b".\r\n", b""):
+                    pass
+            await say(b"250 OK")
+        writer.close()
+
+    server = await asyncio.start_server(answer_slowly, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings = dispatch_settings.model_copy(
+        update={"smtp_host": "127.0.0.1", "smtp_port": port, "smtp_timeout_s": 1.0}
+    )
+    channel = EmailChannel(settings, TemplateRenderer())
+    action = make_action(
+        {"channel": "email", "to": "ada@example.com", "subject": "Hi", "body": "."}
+    )
+    started = time.monotonic()
+    try:
+        with pytest.raises(DeliveryError, match="TimeoutError") as failed:
+            await channel.deliver(action, template_context(action))
+    finally:
+        server.close()
+    assert failed.value.retriable
+    assert time.monotonic() - started < 1.8

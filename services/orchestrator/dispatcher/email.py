@@ -6,6 +6,7 @@ recognisable in the recipient's mailbox as the same message.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -37,16 +38,19 @@ class EmailChannel:
     async def deliver(self, action: ActionRecord, context: Mapping[str, Any]) -> Delivered:
         message = self.render(action, context)
         try:
-            await aiosmtplib.send(
-                message,
-                hostname=self._host,
-                port=self._port,
-                username=self._username,
-                password=self._password.get_secret_value() if self._password else None,
-                use_tls=self._security == "tls",
-                start_tls=self._security == "starttls",
-                timeout=self._timeout_s,
-            )
+            # The deadline is the whole exchange's: aiosmtplib's own is per command, so a
+            # server that answers slowly could hold the delivery many times as long.
+            async with asyncio.timeout(self._timeout_s):
+                await aiosmtplib.send(
+                    message,
+                    hostname=self._host,
+                    port=self._port,
+                    username=self._username,
+                    password=self._password.get_secret_value() if self._password else None,
+                    use_tls=self._security == "tls",
+                    start_tls=self._security == "starttls",
+                    timeout=self._timeout_s,
+                )
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [refused.code for refused in exc.recipients]
             raise DeliveryError(
@@ -61,7 +65,7 @@ class EmailChannel:
                 retriable=exc.code < 500,
                 status_code=exc.code,
             ) from exc
-        except (aiosmtplib.SMTPException, OSError) as exc:
+        except (aiosmtplib.SMTPException, OSError) as exc:  # TimeoutError is an OSError
             raise DeliveryError(
                 f"cannot send through {self._host}:{self._port}: {type(exc).__name__}: {exc}",
                 retriable=True,
