@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from shared.definitions import ConfigSnapshot
@@ -59,7 +60,12 @@ class ConfigFeed:
     async def _follow(self) -> None:
         assert self._consumer is not None
         while True:
-            batch = await self._consumer.getmany(timeout_ms=500)
+            try:
+                batch = await self._consumer.getmany(timeout_ms=500)
+            except KafkaError as exc:  # hot reload goes on once Kafka is back
+                log.warning("reading the configuration topic failed (%s); retrying", exc)
+                await asyncio.sleep(1.0)
+                continue
             for records in batch.values():
                 for record in records:
                     self._accept(record.value or b"")
@@ -76,6 +82,9 @@ class ConfigFeed:
             self._on_snapshot(snapshot)
         except ValueError as exc:
             log.error("configuration version %d refused: %s", snapshot.version, exc)
+            return
+        except Exception:  # a bug compiling it must not end hot reload for later versions
+            log.exception("configuration version %d could not be applied", snapshot.version)
             return
         self.version = snapshot.version
         self.ready.set()
