@@ -12,6 +12,7 @@ from sqlalchemy.exc import DBAPIError
 from starlette.responses import Response
 
 from services.api.access.views import router as access_router
+from services.api.analytics.stage_counts import StageCounts
 from services.api.analytics.views import router as analytics_router
 from services.api.audit.views import router as audit_router
 from services.api.config.publisher import ConfigPublisher
@@ -60,6 +61,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         recorder = HistoryRecorder(settings, app.state.sessions, producer)
         await recorder.start()
         stack.push_async_callback(recorder.stop)
+        stage_counts = StageCounts(app.state.sessions)
+        stage_counts.start()
+        stack.push_async_callback(stage_counts.stop)
         yield
 
 

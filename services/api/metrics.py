@@ -31,6 +31,12 @@ RECORDER_RETRIES = Counter(
 )
 RECORDER_RUNNING = Gauge("safar_recorder_running", "1 while the history recorder consumes")
 DLQ = DEAD_LETTERS
+CUSTOMERS_IN_STAGE = Gauge(
+    "safar_customers_in_stage",
+    "Customers whose latest recorded move in a journey is to this stage (every api process "
+    "exports the same count: aggregate with max)",
+    ["journey", "stage"],
+)
 ERASURES = Counter("safar_customer_erasures_total", "Customers erased through the api")
 
 REQUEST_DURATION = Histogram(

@@ -500,9 +500,6 @@ class EventConsumer:
             metrics.EVENTS_PROCESSED.labels(outcome=outcome_label).inc(n)
         for (journey, from_stage, to_stage), n in moves.items():
             metrics.STAGE_TRANSITIONS.labels(journey, from_stage, to_stage).inc(n)
-            metrics.CUSTOMERS_IN_STAGE.labels(journey, to_stage).inc(n)
-            if from_stage:
-                metrics.CUSTOMERS_IN_STAGE.labels(journey, from_stage).dec(n)
 
     def _observe_lag(self, batch: Batch) -> None:
         for tp in batch:

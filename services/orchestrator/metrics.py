@@ -22,11 +22,6 @@ STAGE_TRANSITIONS = Counter(
     "Customers moving between stages",
     ["journey", "from_stage", "to_stage"],
 )
-CUSTOMERS_IN_STAGE = Gauge(
-    "safar_customers_in_stage",
-    "Net customers moved into a stage by this process (sum over processes for the total)",
-    ["journey", "stage"],
-)
 DLQ = DEAD_LETTERS
 CONFIG_VERSION = Gauge("safar_config_version", "Active configuration version")
 RULE_OUTCOMES = Counter(

@@ -340,6 +340,7 @@ async def test_erasure_leaves_no_trace_and_a_later_event_starts_afresh(
         assert set(left) == {
             f"history_events:{bystander}",
             f"history_transitions:{bystander}",
+            f"history_customer_stages:{bystander}",
             f"history_rule_outcomes:{bystander}",
         }
         assert (await client.get(f"/v1/customers/{who}")).status_code == 404

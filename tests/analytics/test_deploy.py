@@ -35,7 +35,7 @@ DESIGN_METRICS = {
     "safar_event_lag_seconds": "orchestrator",
     "safar_consumer_lag": "orchestrator",
     "safar_stage_transitions_total": "orchestrator",
-    "safar_customers_in_stage": "orchestrator",
+    "safar_customers_in_stage": "api",
     "safar_rule_outcomes_total": "orchestrator",
     "safar_waits_pending": "orchestrator",
     "safar_wait_lateness_seconds": "orchestrator",

@@ -12,6 +12,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.api.analytics.stage_counts import StageCounts, count_stages
 from services.api.db.base import make_engine, make_sessions
 from services.api.history.models import CUSTOMER_TABLES, ActionRow
 from services.api.history.service import erase_history
@@ -88,6 +89,7 @@ async def test_a_batch_is_stored_once_and_a_replay_inserts_nothing(
     await produce_history(producer, settings, records + records[:4])
     expected = {
         "history_transitions": 3,
+        "history_customer_stages": 1,
         "history_rule_outcomes": 3,
         "history_action_attempts": 2,
         "history_actions": 2,
@@ -201,3 +203,53 @@ async def test_history_produced_before_an_erasure_is_dropped_and_later_history_k
         erasures = await session.scalar(text("SELECT count(*) FROM history_erasures"))
     assert [tuple(r) for r in rows] == [("ada", "awareness")]
     assert erasures == 1
+
+
+async def _stages(sessions: async_sessionmaker[AsyncSession]) -> dict[tuple[str, str], int]:
+    async with sessions() as session:
+        return await count_stages(session)
+
+
+def _gauge(journey: str, stage: str) -> float | None:
+    return REGISTRY.get_sample_value(
+        "safar_customers_in_stage", {"journey": journey, "stage": stage}
+    )
+
+
+async def test_customers_in_stage_follow_each_latest_move_and_survive_any_restart(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], producer: AIOKafkaProducer
+) -> None:
+    await produce_history(
+        producer,
+        settings,
+        [
+            # bob's moves reach the recorder in the wrong order; ada goes back.
+            h.transition("bob", "decision", from_stage="consideration", minutes=5),
+            h.transition("bob", "consideration", move="enter", minutes=0),
+            h.transition("ada", "consideration", move="enter", minutes=0),
+            h.transition("ada", "decision", from_stage="consideration", minutes=5),
+            h.transition("ada", "consideration", from_stage="decision", move="backward", minutes=9),
+            h.transition("cy", "awareness", move="enter", journey="signup", minutes=1),
+        ],
+    )
+    expected = {("purchase", "decision"): 1, ("purchase", "consideration"): 1}
+    expected[("signup", "awareness")] = 1
+    async with HistoryRecorder(settings, sessions, producer):
+        await eventually(lambda: _stages(sessions), lambda c: c == expected, what="stages")
+        # An older move of bob's arriving in a later batch does not move him back.
+        await produce_history(producer, settings, [h.transition("bob", "awareness", minutes=-5)])
+        await eventually(
+            lambda: _counts(sessions),
+            lambda c: c["history_transitions"] == 7,
+            what="the late move stored",
+        )
+    assert await _stages(sessions) == expected
+    # The count comes from PostgreSQL: a fresh process (a restarted api) shows the same.
+    counts = StageCounts(sessions)
+    await counts.refresh()
+    assert _gauge("purchase", "decision") == _gauge("signup", "awareness") == 1
+    async with sessions() as session, session.begin():
+        await erase_history(session=session, customer_ids={"cy"}, at=datetime.now(UTC))
+    await counts.refresh()
+    assert _gauge("signup", "awareness") is None  # nobody left there: the series goes
+    assert _gauge("purchase", "consideration") == 1

@@ -158,8 +158,24 @@ class ErasureRow(Base):
     erased_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class CustomerStageRow(Base):
+    """Where each customer is in each journey now: their latest recorded move, kept by the
+    recorder in the transaction that stores the move. The api counts it for
+    ``safar_customers_in_stage``: a count that survives restarts of every process."""
+
+    __tablename__ = "history_customer_stages"
+    __table_args__ = (Index("ix_history_customer_stages_journey_stage", "journey", "stage"),)
+
+    journey: Mapped[str] = mapped_column(Text, primary_key=True)
+    customer_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    stage: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    seq: Mapped[int] = mapped_column(BigInteger)  # the move's seq in history_transitions
+
+
 CUSTOMER_TABLES = (
     TransitionRow,
+    CustomerStageRow,
     RuleOutcomeRow,
     ActionAttemptRow,
     ActionRow,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, case, delete, func, select
+from sqlalchemy import ColumnElement, case, delete, func, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,6 +21,7 @@ from services.api.history.models import (
     ActionAttemptRow,
     ActionRow,
     ConversionRow,
+    CustomerStageRow,
     ErasureRow,
     EventArchiveRow,
     RuleOutcomeRow,
@@ -88,19 +89,56 @@ async def _erased_at(
 
 async def _insert_new(
     *, session: AsyncSession, model: type[Any], rows: list[dict[str, Any]]
-) -> int:
-    """Insert rows keyed by record id; returns how many were new."""
+) -> list[Any]:
+    """Insert rows keyed by record id; returns the rows that were new (``id`` and, for
+    transitions, ``seq``)."""
     unique = list({row["id"]: row for row in rows}.values())
-    new = 0
+    returned = (model.id, model.seq) if model is TransitionRow else (model.id,)
+    new: list[Any] = []
     for chunk in _chunks(unique):
         statement = (
             pg_insert(model)
             .values(list(chunk))
             .on_conflict_do_nothing(index_elements=["id"])
-            .returning(model.id)
+            .returning(*returned)
         )
-        new += len((await session.execute(statement)).all())
+        new += (await session.execute(statement)).all()
     return new
+
+
+async def _move_customers(
+    *, session: AsyncSession, transitions: list[dict[str, Any]], new: list[Any]
+) -> None:
+    """Each customer's latest new move becomes their stage in its journey, unless a later
+    one is there already (records of one customer may reach the recorder out of order)."""
+    seq = {row.id: row.seq for row in new}
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    for move in transitions:
+        if move["id"] in seq:
+            row = {
+                "journey": move["journey"],
+                "customer_id": move["customer_id"],
+                "stage": move["to_stage"],
+                "at": move["at"],
+                "seq": seq[move["id"]],
+            }
+            key = (row["journey"], row["customer_id"])
+            if key not in latest or (latest[key]["at"], latest[key]["seq"]) < (
+                row["at"],
+                row["seq"],
+            ):
+                latest[key] = row
+    for chunk in _chunks(list(latest.values())):
+        statement = pg_insert(CustomerStageRow).values(list(chunk))
+        excluded = statement.excluded
+        await session.execute(
+            statement.on_conflict_do_update(
+                index_elements=[CustomerStageRow.journey, CustomerStageRow.customer_id],
+                set_={"stage": excluded.stage, "at": excluded.at, "seq": excluded.seq},
+                where=tuple_(CustomerStageRow.at, CustomerStageRow.seq)
+                < tuple_(excluded.at, excluded.seq),
+            )
+        )
 
 
 def _merge_action(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -280,8 +318,11 @@ async def record_batch(*, session: AsyncSession, received: Sequence[Received]) -
         ("event", EventArchiveRow, rows.events),
     ):
         if table_rows:
-            result.inserted[kind] = await _insert_new(session=session, model=model, rows=table_rows)
-            result.duplicate[kind] = seen[kind] - result.inserted[kind]
+            new = await _insert_new(session=session, model=model, rows=table_rows)
+            result.inserted[kind] = len(new)
+            result.duplicate[kind] = seen[kind] - len(new)
+            if model is TransitionRow and new:
+                await _move_customers(session=session, transitions=table_rows, new=new)
     if rows.actions:
         await _upsert_actions(session=session, rows=rows.actions)
     return result
