@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
@@ -14,6 +13,7 @@ from pydantic import ValidationError
 from shared.definitions import ConfigSnapshot
 from shared.kafka import make_consumer, make_producer, stop_consumer
 from shared.settings import Settings
+from shared.tasks import cancel_and_wait
 from shared.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -41,11 +41,8 @@ class ConfigFeed:
         self._task = asyncio.create_task(self._follow(), name="config-feed")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
         if self._consumer is not None:
             consumer, self._consumer = self._consumer, None
             await stop_consumer(consumer)

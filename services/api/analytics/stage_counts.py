@@ -4,7 +4,6 @@ move (``history_customer_stages``), so that it is right after any process restar
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from sqlalchemy import func, select
@@ -13,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.api.history.models import CustomerStageRow
 from services.api.metrics import CUSTOMERS_IN_STAGE
+from shared.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +50,8 @@ class StageCounts:
         self._task = asyncio.create_task(self._run(), name="stage-counts")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
 
     async def _run(self) -> None:
         while True:
