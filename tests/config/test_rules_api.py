@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
+import orjson
 import pytest
 
 from shared.engine.compiled import CompiledConfig
@@ -226,3 +228,31 @@ async def test_the_audit_log_says_who_changed_what(api: Api) -> None:
         "GET", "/v1/audit", params={"limit": 1, "before": keys[0]["id"]}, headers=api.viewer
     )
     assert [e["id"] for e in page] == [keys[1]["id"]]
+
+
+async def test_viewers_never_see_webhook_secrets_or_header_values(api: Api) -> None:
+    secret = "whsec_" + base64.b64encode(b"k" * 32).decode()
+    action = {
+        **ABANDONED_CART["action"],
+        "secret": secret,
+        "headers": {"Authorization": "Bearer crm-token-123"},
+    }
+    await api.ok("POST", "/v1/rules", json={**ABANDONED_CART, "action": action})
+    test_body = {"event": {"event": "Product Added", "properties": {"price": 25, "cart_id": "c"}}}
+    reads = [
+        ("GET", "/v1/rules", None),
+        ("GET", "/v1/rules/abandoned-cart", None),
+        ("GET", "/v1/rules/abandoned-cart/versions", None),
+        ("GET", "/v1/config/export", None),
+        ("GET", "/v1/audit", None),
+        ("POST", "/v1/rules/abandoned-cart/test", test_body),
+    ]
+    for method, path, body in reads:
+        seen = await api.ok(method, path, json=body, headers=api.viewer)
+        text = orjson.dumps(seen).decode()
+        assert "crm-token-123" not in text and secret not in text, path
+        if path != "/v1/audit" and not path.endswith("/test"):
+            assert "[redacted]" in text, path
+    # Editors set them, and see them: an export they apply again changes nothing.
+    as_editor = orjson.dumps(await api.ok("GET", "/v1/config/export")).decode()
+    assert secret in as_editor and "crm-token-123" in as_editor

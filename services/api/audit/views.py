@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict
 from services.api.audit import service
 from services.api.audit.service import AuditAction, TargetKind
 from services.api.deps import SessionDep, Viewer
+from services.api.redaction import hides_secrets, redact
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
@@ -32,7 +33,7 @@ class AuditEntryOut(BaseModel):
 @router.get("", summary="Who changed what, when (newest first)")
 async def list_audit(
     session: SessionDep,
-    _: Viewer,
+    who: Viewer,
     target_kind: TargetKind | None = None,
     target_key: str | None = None,
     actor: str | None = None,
@@ -50,4 +51,8 @@ async def list_audit(
         before_id=before,
         limit=limit,
     )
-    return [AuditEntryOut.model_validate(row) for row in rows]
+    entries = [AuditEntryOut.model_validate(row) for row in rows]
+    if hides_secrets(who):
+        for entry in entries:
+            entry.before, entry.after = redact(entry.before), redact(entry.after)
+    return entries

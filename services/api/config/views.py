@@ -12,6 +12,7 @@ from services.api.config import service
 from services.api.config.bundle_parser import parse_bundle
 from services.api.config.service import ApplyResult
 from services.api.deps import Editor, PublisherDep, SessionDep, Viewer
+from services.api.redaction import hides_secrets, redact
 from shared.definitions import Bundle
 from shared.http import ApiError, JsonResponse
 
@@ -125,9 +126,10 @@ async def apply_bundle(
     "Applying the export changes nothing.",
     response_model=Bundle,
 )
-async def export_bundle(session: SessionDep, _: Viewer) -> JsonResponse:
+async def export_bundle(session: SessionDep, who: Viewer) -> JsonResponse:
     bundle = await service.current_bundle(session=session)
-    return JsonResponse(bundle.model_dump(mode="json", by_alias=True, exclude_defaults=True))
+    exported = bundle.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+    return JsonResponse(redact(exported) if hides_secrets(who) else exported)
 
 
 @router.get("/versions", summary="Configuration versions, newest first")

@@ -10,7 +10,8 @@ from pydantic import BaseModel, Field
 
 from services.api.config.publisher import build_snapshot
 from services.api.config.service import lock_configuration, record_changes
-from services.api.deps import Editor, PublisherDep, SessionDep, Viewer
+from services.api.deps import Editor, Principal, PublisherDep, SessionDep, Viewer
+from services.api.redaction import hides_secrets, redact, redact_action, redact_rule
 from services.api.rules import service
 from services.api.rules.dry_run import RuleTestIn, RuleTestOut, run_test
 from services.api.rules.models import RuleRow, RuleVersionRow
@@ -34,14 +35,15 @@ class RuleOut(BaseModel):
     definition: Rule
 
     @classmethod
-    def of(cls, row: RuleRow) -> RuleOut:
+    def of(cls, row: RuleRow, who: Principal) -> RuleOut:
+        rule = row.rule()
         return cls(
             key=row.key,
             version=row.version,
             enabled=row.enabled,
             created_at=row.created_at,
             updated_at=row.updated_at,
-            definition=row.rule(),
+            definition=redact_rule(rule) if hides_secrets(who) else rule,
         )
 
 
@@ -55,13 +57,13 @@ class RuleVersionOut(BaseModel):
     )
 
     @classmethod
-    def of(cls, row: RuleVersionRow) -> RuleVersionOut:
+    def of(cls, row: RuleVersionRow, who: Principal) -> RuleVersionOut:
         return cls(
             key=row.rule_key,
             version=row.version,
             actor=row.actor,
             created_at=row.created_at,
-            definition=row.definition,
+            definition=redact(row.definition) if hides_secrets(who) else row.definition,
         )
 
 
@@ -70,16 +72,16 @@ def _not_found(key: str) -> ApiError:
 
 
 @router.get("", response_model_exclude_none=True, summary="List rules")
-async def list_rules(session: SessionDep, _: Viewer) -> list[RuleOut]:
-    return [RuleOut.of(row) for row in await service.list_rules(session=session)]
+async def list_rules(session: SessionDep, who: Viewer) -> list[RuleOut]:
+    return [RuleOut.of(row, who) for row in await service.list_rules(session=session)]
 
 
 @router.get("/{key}", response_model_exclude_none=True, summary="One rule")
-async def get_rule(key: str, session: SessionDep, _: Viewer) -> RuleOut:
+async def get_rule(key: str, session: SessionDep, who: Viewer) -> RuleOut:
     row = await service.get_rule(session=session, key=key)
     if row is None:
         raise _not_found(key)
-    return RuleOut.of(row)
+    return RuleOut.of(row, who)
 
 
 @router.post(
@@ -100,7 +102,7 @@ async def create_rule(
         row, change = await service.save_rule(session=session, rule=rule, actor=who.name)
         await record_changes(session=session, actor=who.name, changes=[change])
     await publisher.publish()
-    return RuleOut.of(row)
+    return RuleOut.of(row, who)
 
 
 @router.put(
@@ -127,7 +129,7 @@ async def put_rule(
     if version is not None:
         await publisher.publish()
     response.status_code = 201 if change is not None and change.action == "create" else 200
-    return RuleOut.of(row)
+    return RuleOut.of(row, who)
 
 
 @router.delete(
@@ -160,7 +162,7 @@ async def _switch(
         version = await record_changes(session=session, actor=who.name, changes=[change])
     if version is not None:
         await publisher.publish()
-    return RuleOut.of(row)
+    return RuleOut.of(row, who)
 
 
 @router.post(
@@ -187,22 +189,25 @@ async def disable_rule(
 
 
 @router.get("/{key}/versions", summary="Every version of a rule, oldest first")
-async def list_versions(key: str, session: SessionDep, _: Viewer) -> list[RuleVersionOut]:
+async def list_versions(key: str, session: SessionDep, who: Viewer) -> list[RuleVersionOut]:
     rows = await service.list_versions(session=session, key=key)
     if not rows:
         raise _not_found(key)
-    return [RuleVersionOut.of(row) for row in rows]
+    return [RuleVersionOut.of(row, who) for row in rows]
 
 
 @router.post(
     "/{key}/test",
     summary="Dry run on a given event and profile: conditions, decisions, rendered message",
 )
-async def test_rule(key: str, body: RuleTestIn, session: SessionDep, _: Viewer) -> RuleTestOut:
+async def test_rule(key: str, body: RuleTestIn, session: SessionDep, who: Viewer) -> RuleTestOut:
     """Runs the stored rule (enabled or not) through the orchestrator's engine against the
     current journeys. Nothing is stored, scheduled or sent."""
     row = await service.get_rule(session=session, key=key)
     if row is None:
         raise _not_found(key)
     snapshot = await build_snapshot(session=session)
-    return run_test(row.rule(), row.version, snapshot, body)
+    result = run_test(row.rule(), row.version, snapshot, body)
+    if result.action is not None and hides_secrets(who):
+        result.action.rendered = redact_action(result.action.rendered)
+    return result
