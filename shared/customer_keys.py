@@ -25,6 +25,18 @@ class CustomerKeys:
         """Hash with ``p`` (profile JSON) and ``v`` (write version for compare-and-set)."""
         return f"{self.prefix}:{{{customer_id}}}:profile"
 
+    def unreadable_profile(self, customer_id: str) -> str:
+        """Hash: a profile that did not read back, set aside for an operator to look at."""
+        return f"{self.prefix}:{{{customer_id}}}:profile-unreadable"
+
+    def of_customer(self, customer_id: str) -> list[str]:
+        """Every key that belongs to one customer alone (what an erasure deletes)."""
+        return [
+            self.profile(customer_id),
+            self.unreadable_profile(customer_id),
+            self.identity(customer_id),
+        ]
+
     def identity(self, anonymous_id: str) -> str:
         """String: the userId an anonymousId has been linked to."""
         return f"{self.prefix}:{{{anonymous_id}}}:identity"

@@ -1,7 +1,7 @@
 """Customer profiles in Redis, written with compare-and-set so a replay changes nothing.
 
-A profile that does not read back (no writer of Safar's makes one) is moved aside, to
-``...:profile-unreadable`` in the same slot, and the customer starts afresh: the loops go
+A profile that does not read back (no writer of Safar's makes one) is moved aside (to
+``CustomerKeys.unreadable_profile``, in the same slot), and the customer starts afresh: the loops go
 on instead of failing on it at every restart.
 """
 
@@ -18,7 +18,6 @@ from shared.customer_keys import CustomerKeys
 from shared.profile import Profile
 
 log = logging.getLogger(__name__)
-_ASIDE = "-unreadable"
 
 # KEYS[1] profile hash; ARGV: expected version, profile JSON, new version.
 _COMPARE_AND_SET = LuaScript("""
@@ -81,7 +80,7 @@ class ProfileStore:
             calls = [
                 ScriptCall(
                     _SET_ASIDE,
-                    [self._keys.profile(customer_id), self._keys.profile(customer_id) + _ASIDE],
+                    [self._keys.profile(customer_id), self._keys.unreadable_profile(customer_id)],
                     list(read),
                 )
                 for customer_id, read in unreadable.items()

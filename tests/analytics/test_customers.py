@@ -12,6 +12,8 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
+from services.api.customers.service import erase_redis
+from services.orchestrator.dispatcher.redis_keys import DispatchKeys
 from shared.customer_keys import CustomerKeys
 from shared.kafka import make_producer
 from shared.settings import Settings
@@ -255,7 +257,6 @@ async def test_erasure_leaves_no_trace_and_a_later_event_starts_afresh(
     who, anonymous, bystander = "erase-me-7f3a", "anon-7f3a", "keep-me-7f3a"
     auth = (credentials.write_key, "")
     headers = {"Authorization": f"Bearer {credentials.admin_key}"}
-    keys = CustomerKeys(settings.namespace)
     async with httpx.AsyncClient(base_url=api.url, headers=headers, timeout=10) as client:
         # A pending wait puts the customer in the timer index too. The rule exists before the
         # orchestrator starts (it is ready once it has the latest configuration), so no event
@@ -301,12 +302,6 @@ async def test_erasure_leaves_no_trace_and_a_later_event_starts_afresh(
                 h.rule(bystander, "nudge", "triggered"),
             ],
         )
-        redis = Redis.from_url(settings.require("redis_url"))
-        try:
-            # A key of another part of Safar (waits) under the customer's hash tag.
-            await redis.set(f"{keys.prefix}:{{{who}}}:waits", "x")
-        finally:
-            await redis.aclose()
 
         async def stored() -> dict[str, int]:
             return await _leftovers_in_postgres(settings, who, anonymous, bystander)
@@ -332,7 +327,7 @@ async def test_erasure_leaves_no_trace_and_a_later_event_starts_afresh(
         assert erased.status_code == 200, erased.text
         receipt = erased.json()
         assert receipt["linked_ids"] == [anonymous]
-        assert receipt["redis_keys"] >= 3  # profile, identity link, waits
+        assert receipt["redis_keys"] == 2  # the profile, the anonymous id's identity link
         assert receipt["rows"]["history_conversions"] == 1
 
         assert await _leftovers_in_redis(settings, who, anonymous) == []
@@ -395,3 +390,27 @@ async def test_erasure_leaves_no_trace_and_a_later_event_starts_afresh(
         }
         assert who not in audited.text
     assert f"customer erased: {who!r} by development admin" in api.log_path.read_text()
+
+
+async def test_erasure_deletes_the_customers_keys_by_name_and_nothing_that_looks_alike(
+    settings: Settings,
+) -> None:
+    """A customer named like a dispatcher key tag ("retries", an action id) takes only their
+    own keys: the retry schedule and recorded outcomes stay."""
+    keys = CustomerKeys(settings.namespace)
+    dispatch = DispatchKeys(settings.namespace)
+    redis = Redis.from_url(settings.require("redis_url"))
+    try:
+        others = [dispatch.retry_due, dispatch.retry_actions, dispatch.outcome("act-1")]
+        for key in others:
+            await redis.hset(key, "x", "1") if "actions" in key else await redis.set(key, "1")
+        for customer in ("retries", "act-1"):
+            await redis.hset(keys.profile(customer), mapping={"p": "{", "v": "1"})
+            await redis.set(keys.identity(customer), "someone")
+        deleted = await erase_redis(
+            redis=redis, keys=keys, customer_ids={"retries", "act-1"}, timer_shards=4
+        )
+        assert deleted == 4
+        assert [bool(await redis.exists(key)) for key in others] == [True, True, True]
+    finally:
+        await redis.aclose()
