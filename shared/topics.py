@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+# Safar's own topics, in any namespace: no action may write to them.
+_SAFAR_TOPIC = re.compile(r"(?:.+\.)?safar\.(?:events|actions|history|config|dlq)")
+
+
+def is_safar_topic(name: str) -> bool:
+    return _SAFAR_TOPIC.fullmatch(name) is not None
 
 
 @dataclass(frozen=True, slots=True)

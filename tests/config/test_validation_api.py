@@ -165,6 +165,7 @@ SHAPE_ERRORS = [
     ({"action": {"channel": "email", "to": "x", "subject": "y"}}, "needs body or html"),
     ({"action": {"channel": "log", "message": "m", "to": "x"}}, "a log action has no to"),
     ({"action": {"channel": "sms", "message": "m"}}, "action.channel: Input should be"),
+    ({"action": {"channel": "kafka", "topic": "safar.config"}}, "one of Safar's own topics"),
     (
         {"action": {"channel": "kafka", "topic": "t", "payload": _nested(200)}},
         "action.payload: Value error, a payload nests at most 16 levels deep",

@@ -14,6 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from services.orchestrator.dispatcher.email import EmailChannel
 from services.orchestrator.dispatcher.exceptions import DeliveryError
+from services.orchestrator.dispatcher.kafka_channel import KafkaChannel
 from shared.settings import Settings
 from shared.templates import TemplateRenderer, template_context
 from shared.topics import Topics
@@ -207,3 +208,17 @@ async def test_an_smtp_server_answering_slowly_is_given_one_deadline_in_all(
         server.close()
     assert failed.value.retriable
     assert time.monotonic() - started < 1.8
+
+
+async def test_the_kafka_channel_refuses_safars_own_topics_however_they_render(
+    producer: AIOKafkaProducer,
+) -> None:
+    channel = KafkaChannel(producer, TemplateRenderer(), timeout_s=5.0)
+    for topic in ("safar.config", "ns.safar.events"):
+        action = make_action(
+            {"channel": "kafka", "topic": "{{ customer.traits.t }}", "payload": {"a": 1}},
+            traits={"t": topic},
+        )
+        with pytest.raises(DeliveryError, match="one of Safar's own topics") as refused:
+            await channel.deliver(action, template_context(action))
+        assert not refused.value.retriable

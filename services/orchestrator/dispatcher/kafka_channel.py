@@ -20,6 +20,7 @@ from services.orchestrator.dispatcher.channels import Delivered, envelope
 from services.orchestrator.dispatcher.exceptions import DeliveryError
 from shared.actions import ActionRecord
 from shared.templates import TemplateRenderer
+from shared.topics import is_safar_topic
 
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
@@ -37,6 +38,8 @@ class KafkaChannel:
         topic = self._renderer.render(str(spec.get("topic") or ""), context, field="topic").strip()
         if not _TOPIC_NAME.fullmatch(topic):
             raise DeliveryError(f"{topic!r} is not a Kafka topic name", retriable=False)
+        if is_safar_topic(topic):  # a template may render one, whatever the rule said
+            raise DeliveryError(f"{topic!r} is one of Safar's own topics", retriable=False)
         payload = self._renderer.render_tree(spec.get("payload") or {}, context, field="payload")
         value = orjson.dumps(envelope(action, payload))
         try:
