@@ -161,3 +161,19 @@ async def test_revoking_twice_answers_204_and_changes_nothing_more(api: Api) -> 
     audit = await api.ok("GET", "/v1/audit", params={"limit": 1000}, headers=api.viewer)
     revokes = [(e["target_kind"], e["action"]) for e in audit if e["action"] == "revoke"]
     assert sorted(revokes) == [("api_key", "revoke"), ("source", "revoke")]
+
+
+async def test_the_last_active_admin_key_cannot_be_revoked(api: Api) -> None:
+    keys = await api.ok("GET", "/v1/api-keys", headers=api.admin)
+    [mine] = [k for k in keys if k["role"] == "admin" and k.get("revoked_at") is None]
+    refused = await api.client.delete(f"/v1/api-keys/{mine['id']}", headers=api.admin)
+    assert refused.status_code == 409 and refused.json()["code"] == "conflict"
+    # With a second admin key, the first one can go; then the second is the last.
+    other = await api.ok(
+        "POST", "/v1/api-keys", json={"name": "ops", "role": "admin"}, headers=api.admin
+    )
+    await api.ok("DELETE", f"/v1/api-keys/{mine['id']}", headers=api.admin)
+    second = bearer(other["api_key"])
+    last = await api.client.delete(f"/v1/api-keys/{other['id']}", headers=second)
+    assert last.status_code == 409
+    assert (await api.client.get("/v1/api-keys", headers=second)).status_code == 200

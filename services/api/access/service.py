@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api.access.models import ApiKeyRow, SourceRow
 from services.api.db.base import utcnow
+from shared.http import ApiError
 
 Role = Literal["admin", "editor", "viewer"]
 ROLE_RANK: dict[str, int] = {"viewer": 0, "editor": 1, "admin": 2}
@@ -84,10 +85,22 @@ async def list_api_keys(*, session: AsyncSession) -> list[ApiKeyRow]:
 async def revoke_api_key(
     *, session: AsyncSession, key_id: uuid.UUID
 ) -> tuple[ApiKeyRow | None, bool]:
-    """The row, and whether this call revoked it (False when it was revoked already)."""
+    """The row, and whether this call revoked it (False when it was revoked already). The
+    last active admin key is not revoked: nobody could create keys any more."""
     row = await session.get(ApiKeyRow, key_id)
     if row is None or row.revoked_at is not None:
         return row, False
+    if row.role == "admin":
+        # Locked, so that two admins revoking each other's keys cannot both succeed.
+        admins = await session.scalars(
+            select(ApiKeyRow.id)
+            .where(ApiKeyRow.role == "admin", ApiKeyRow.revoked_at.is_(None))
+            .with_for_update()
+        )
+        if list(admins) == [row.id]:
+            raise ApiError(
+                409, "conflict", "this is the last active admin key; create another one first"
+            )
     row.revoked_at = utcnow()
     return row, True
 
