@@ -124,18 +124,20 @@ async def erase_customer(
             config_version=None,
         )
     metrics.ERASURES.inc()
+    # The log names the customer as the audit record does: by digest, never by id.
+    reference = service.erasure_reference(customer_id)
     audit.info(
-        "customer erased: %r by %s (linked ids %s; %d Redis keys, %d rows deleted)",
-        customer_id,
+        "customer erased: %s by %s (%d linked ids; %d Redis keys, %d rows deleted)",
+        reference,
         who.name,
-        sorted(linked),
+        len(linked),
         redis_keys,
         sum(rows.values()),
         extra={
             "audit": "customer_erased",
             "actor": who.name,
-            "customer_id": customer_id,
-            "linked_ids": sorted(linked),
+            "customer": reference,
+            "linked_ids": len(linked),
             "redis_keys": redis_keys,
             "rows": sum(rows.values()),
         },
