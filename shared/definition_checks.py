@@ -12,13 +12,13 @@ from __future__ import annotations
 from typing import Any
 
 from jinja2 import TemplateSyntaxError
-from jinja2.sandbox import SandboxedEnvironment
 
 from shared.definitions import CHANNEL_FIELDS, Bundle, Journey, Rule
 from shared.expressions import compile_expression
+from shared.templates import Sandbox
 
 # Parsing needs no globals; one environment serves every check and is never rendered with.
-_TEMPLATES = SandboxedEnvironment(autoescape=False)
+_TEMPLATES = Sandbox(autoescape=False)
 
 
 class TemplateError(ValueError):
@@ -41,6 +41,8 @@ def check_template(source: str, field: str) -> None:
     except TemplateSyntaxError as exc:
         reason = (exc.message or str(exc)).rstrip(".")
         raise TemplateError(field, source, exc.lineno or 1, reason) from None
+    except RecursionError:
+        raise TemplateError(field, source, 1, "the template nests too deeply") from None
 
 
 def _check_payload(value: Any, field: str) -> None:

@@ -24,6 +24,31 @@ _ONE_VARIABLE = re.compile(r"\{\{ *([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*) *\}\}")
 _MISSING = object()
 
 
+# What one operator may build: past these a template is refused (SecurityError) instead of
+# taking the process's CPU or memory; the operators are not folded when compiling either.
+_MAX_EXPONENT = 256
+_MAX_REPEATED = 1 << 20  # items or characters of a repeated string or list
+
+
+class Sandbox(SandboxedEnvironment):
+    """Jinja2's sandbox, with ``**`` and ``*`` bounded."""
+
+    intercepted_binops = frozenset(("**", "*"))
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and isinstance(right, int) and abs(right) > _MAX_EXPONENT:
+            raise SecurityError(f"an exponent above {_MAX_EXPONENT}")
+        if operator == "*":
+            for sequence, times in ((left, right), (right, left)):
+                if (
+                    isinstance(sequence, str | list | tuple)
+                    and isinstance(times, int)
+                    and len(sequence) * times > _MAX_REPEATED
+                ):
+                    raise SecurityError(f"a repetition of more than {_MAX_REPEATED} items")
+        return super().call_binop(context, operator, left, right)
+
+
 @lru_cache(maxsize=2048)
 def _variable_path(source: str) -> tuple[str, ...] | None:
     """The names of a template that is exactly one ``{{ a.b.c }}``, else None."""
@@ -67,9 +92,9 @@ class TemplateRenderer:
     """Renders template strings in a sandbox; each source is compiled once (LRU cache)."""
 
     def __init__(self, cache_size: int = 2048) -> None:
-        text = SandboxedEnvironment(autoescape=False, keep_trailing_newline=True)
+        text = Sandbox(autoescape=False, keep_trailing_newline=True)
         # HTML bodies escape what they interpolate: a customer's name is not markup.
-        html = SandboxedEnvironment(autoescape=True, keep_trailing_newline=True)
+        html = Sandbox(autoescape=True, keep_trailing_newline=True)
         self._compile_text: Callable[[str], Template] = lru_cache(maxsize=cache_size)(
             text.from_string
         )

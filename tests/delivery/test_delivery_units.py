@@ -21,6 +21,7 @@ from services.orchestrator.dispatcher.retry_policy import (
     parse_retry_after,
 )
 from services.orchestrator.dispatcher.signatures import decode_secret, sign, signature_headers
+from shared.definition_checks import TemplateError, check_template
 from shared.templates import TemplateRenderer, TemplateRenderError, template_context
 from tests.delivery.conftest import SECRET, make_action
 
@@ -190,6 +191,10 @@ def test_html_templates_escape_what_they_interpolate() -> None:
         ("{{ ''.__class__.__subclasses__() }}", "templates may not do"),
         ("{{ 1 / 0 }}", "ZeroDivisionError"),
         ("{{ customer.traits.missing.deeper }}", "template error in payload.x"),
+        # Built at render time, never folded when compiling: seconds of CPU, gigabytes.
+        ("{{ 7 ** 8000000 }}", "an exponent above 256"),
+        ("{{ 'a' * 200000000 }}", "a repetition of more than"),
+        ("{{ [1] * 200000000 }}", "a repetition of more than"),
     ],
 )
 def test_a_template_that_does_not_render_names_the_field_and_why(source: str, message: str) -> None:
@@ -197,6 +202,15 @@ def test_a_template_that_does_not_render_names_the_field_and_why(source: str, me
         TemplateRenderer().render(source, {"customer": {"traits": {}}}, field="payload.x")
     assert message in str(caught.value)
     assert caught.value.retriable is False
+
+
+def test_saving_a_template_never_computes_it_and_deep_nesting_is_a_template_error() -> None:
+    # Jinja folds constant expressions when compiling: 7 ** 8000000 took seconds and then
+    # raised ValueError (a 500 from the api). Bounded operators are left to render time.
+    for source in ("{{ 7 ** 8000000 }}", "{{ 'a' * 200000000 }}"):
+        check_template(source, "payload.x")
+    with pytest.raises(TemplateError, match="nests too deeply"):
+        check_template("{{ " + "(" * 5000 + "1" + ")" * 5000 + " }}", "payload.x")
 
 
 # --- offsets ------------------------------------------------------------------------------
