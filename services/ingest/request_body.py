@@ -16,6 +16,8 @@ MAX_WIRE_BYTES = MAX_REQUEST_BYTES + 1024
 
 _GZIP = 16 + zlib.MAX_WBITS
 _ZLIB = zlib.MAX_WBITS
+# Concatenated gzip members in one body: clients send one; a few are allowed.
+_MAX_MEMBERS = 16
 
 
 def _too_large() -> ApiError:
@@ -60,6 +62,10 @@ def _inflate(body: bytes, wbits: int, name: str) -> bytes:
     size = 0
     rest = body
     while True:
+        if len(parts) == _MAX_MEMBERS:  # each member copies the rest: many would cost CPU
+            raise ApiError(
+                400, "invalid_encoding", f"the {name} body has over {_MAX_MEMBERS} members"
+            )
         inflater = zlib.decompressobj(wbits)
         try:
             part = inflater.decompress(rest, MAX_REQUEST_BYTES + 1 - size)

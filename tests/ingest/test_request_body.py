@@ -36,8 +36,9 @@ def test_identity_and_gzip_bodies_come_out_the_same() -> None:
     assert decompress(gzip.compress(raw), " GZIP ") == raw
     assert decompress(gzip.compress(raw), "x-gzip") == raw
     assert decompress(zlib.compress(raw), "deflate") == raw
-    # Concatenated members are one stream.
+    # Concatenated members are one stream (up to 16 of them).
     assert decompress(gzip.compress(raw[:5]) + gzip.compress(raw[5:]), "gzip") == raw
+    assert decompress(b"".join(gzip.compress(raw[i : i + 2]) for i in range(0, 32, 2)), "gzip")
 
 
 @pytest.mark.parametrize(
@@ -48,6 +49,8 @@ def test_identity_and_gzip_bodies_come_out_the_same() -> None:
         (gzip.compress(b"{}") + b"garbage", "gzip", "invalid_encoding"),
         (b"{}", "br", "unsupported_encoding"),
         (b"", "gzip", "invalid_encoding"),
+        # 25,600 empty members fit in 512 KB; each one copied the rest of the body.
+        (gzip.compress(b"") * 17, "gzip", "invalid_encoding"),
     ],
 )
 def test_bad_encodings_are_400(body: bytes, encoding: str, code: str) -> None:
