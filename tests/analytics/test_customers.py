@@ -16,6 +16,7 @@ from services.api.customers.service import erase_redis
 from services.orchestrator.dispatcher.redis_keys import DispatchKeys
 from shared.customer_keys import CustomerKeys
 from shared.kafka import make_producer
+from shared.profile import Profile
 from shared.settings import Settings
 from tests.analytics import history_records as h
 from tests.analytics.kafka_history import produce_history
@@ -195,7 +196,7 @@ async def test_rule_stats_actions_and_timeline_from_recorded_history(
         timed = metric_value(
             exposed,
             "safar_api_request_duration_seconds_count",
-            route="/v1/customers/{customer_id}/timeline",
+            route="/v1/customers/{customer_id:path}/timeline",
             method="GET",
             status="200",
         )
@@ -415,5 +416,28 @@ async def test_erasure_deletes_the_customers_keys_by_name_and_nothing_that_looks
         )
         assert deleted == 4
         assert [bool(await redis.exists(key)) for key in others] == [True, True, True]
+    finally:
+        await redis.aclose()
+
+
+async def test_a_customer_id_with_a_slash_is_read_and_erased(
+    settings: Settings, credentials: Credentials, service: Callable[..., ServiceProcess]
+) -> None:
+    api = await service("api").start()
+    keys = CustomerKeys(settings.namespace)
+    who = "tenant/42"
+    redis = Redis.from_url(settings.require("redis_url"))
+    try:
+        await redis.hset(keys.profile(who), mapping={"p": Profile(id=who).to_json(), "v": "1"})
+        headers = {"Authorization": f"Bearer {credentials.admin_key}"}
+        async with httpx.AsyncClient(base_url=api.url, headers=headers, timeout=10) as client:
+            for path in ("/v1/customers/tenant/42", "/v1/customers/tenant%2F42"):
+                found = await client.get(path)
+                assert found.status_code == 200 and found.json()["id"] == who, path
+            timeline = await client.get("/v1/customers/tenant/42/timeline")
+            assert timeline.status_code == 200 and timeline.json()["customer_id"] == who
+            erased = await client.delete("/v1/customers/tenant/42")
+            assert erased.status_code == 200 and erased.json()["customer_id"] == who
+        assert not await redis.exists(keys.profile(who))
     finally:
         await redis.aclose()

@@ -35,24 +35,8 @@ def _utc(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC)
 
 
-@router.get("/{customer_id}", summary="Profile, stage per journey, pending waits")
-async def get_customer(
-    customer_id: str, redis: RedisDep, keys: KeysDep, _: Viewer
-) -> dict[str, Any]:
-    """The profile as the orchestrator keeps it; an anonymous id linked to a known customer
-    shows that customer. ``waits`` lists pending waits (rule, key, due), soonest first."""
-    raw = await redis.hget(keys.profile(customer_id), "p")
-    if raw is None:
-        linked = await redis.get(keys.identity(customer_id))
-        if linked is not None:
-            raw = await redis.hget(keys.profile(_text(linked)), "p")
-    if raw is None:
-        raise ApiError(404, "not_found", f"no customer {customer_id!r}")
-    profile = Profile.from_json(raw)
-    return profile.view() | {"waits": profile.waits_view()}
-
-
-@router.get("/{customer_id}/timeline", summary="Events, moves, decisions and deliveries")
+# Before the profile route: a customer id may hold "/", and "{id}/timeline" is this one.
+@router.get("/{customer_id:path}/timeline", summary="Events, moves, decisions and deliveries")
 async def get_timeline(
     customer_id: str,
     session: SessionDep,
@@ -73,7 +57,24 @@ async def get_timeline(
     return TimelineOut(customer_id=customer_id, items=items, truncated=truncated)
 
 
-@router.delete("/{customer_id}", summary="Erase a customer everywhere (idempotent)")
+@router.get("/{customer_id:path}", summary="Profile, stage per journey, pending waits")
+async def get_customer(
+    customer_id: str, redis: RedisDep, keys: KeysDep, _: Viewer
+) -> dict[str, Any]:
+    """The profile as the orchestrator keeps it; an anonymous id linked to a known customer
+    shows that customer. ``waits`` lists pending waits (rule, key, due), soonest first."""
+    raw = await redis.hget(keys.profile(customer_id), "p")
+    if raw is None:
+        linked = await redis.get(keys.identity(customer_id))
+        if linked is not None:
+            raw = await redis.hget(keys.profile(_text(linked)), "p")
+    if raw is None:
+        raise ApiError(404, "not_found", f"no customer {customer_id!r}")
+    profile = Profile.from_json(raw)
+    return profile.view() | {"waits": profile.waits_view()}
+
+
+@router.delete("/{customer_id:path}", summary="Erase a customer everywhere (idempotent)")
 async def erase_customer(
     customer_id: str,
     session: SessionDep,
