@@ -251,7 +251,10 @@ class DevStack:
             "redis_url": s.require("redis_url"),
             "database_url": s.require("database_url"),
         }
-        (self.data_dir / "dev.json").write_text(json.dumps(info, indent=2) + "\n")
+        path = self.data_dir / "dev.json"
+        path.touch(mode=0o600)  # credentials: for the owner only
+        path.chmod(0o600)
+        path.write_text(json.dumps(info, indent=2) + "\n")
         return info
 
     def _print(self, info: dict[str, str]) -> None:
