@@ -8,13 +8,14 @@ from typing import Any
 
 import asyncpg
 import httpx
+import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
 from services.api.customers.service import erase_redis
-from services.orchestrator.dispatcher.redis_keys import DispatchKeys
 from shared.customer_keys import CustomerKeys
+from shared.dispatch_keys import DispatchKeys
 from shared.kafka import make_producer
 from shared.profile import Profile
 from shared.settings import Settings
@@ -406,16 +407,23 @@ async def test_erasure_deletes_the_customers_keys_by_name_and_nothing_that_looks
     redis = Redis.from_url(settings.require("redis_url"))
     try:
         others = [dispatch.retry_due, dispatch.retry_actions, dispatch.outcome("act-1")]
-        for key in others:
-            await redis.hset(key, "x", "1") if "actions" in key else await redis.set(key, "1")
+        await redis.zadd(dispatch.retry_due, {"x": 1})
+        await redis.hset(dispatch.retry_actions, "x", orjson.dumps({"customer_id": "bob"}))
+        await redis.set(dispatch.outcome("act-1"), "1")
         for customer in ("retries", "act-1"):
             await redis.hset(keys.profile(customer), mapping={"p": "{", "v": "1"})
             await redis.set(keys.identity(customer), "someone")
+        # A retry of one of their actions is scheduled: it holds their profile, and goes.
+        theirs = orjson.dumps({"action_id": "act-2", "customer_id": "act-1"})
+        await redis.hset(dispatch.retry_actions, "act-2", theirs)
+        await redis.zadd(dispatch.retry_due, {"act-2": 1})
         deleted = await erase_redis(
             redis=redis, keys=keys, customer_ids={"retries", "act-1"}, timer_shards=4
         )
         assert deleted == 4
         assert [bool(await redis.exists(key)) for key in others] == [True, True, True]
+        assert await redis.hkeys(dispatch.retry_actions) == [b"x"]
+        assert await redis.zscore(dispatch.retry_due, "act-2") is None
     finally:
         await redis.aclose()
 

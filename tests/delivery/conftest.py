@@ -20,8 +20,8 @@ from redis.asyncio import Redis
 
 from services.orchestrator.dispatcher import Dispatcher
 from services.orchestrator.dispatcher.delivery_log import DeliveryLog, RecordedOutcome
-from services.orchestrator.dispatcher.redis_keys import DispatchKeys
 from shared.actions import ActionRecord, action_id
+from shared.dispatch_keys import DispatchKeys
 from shared.embedded import free_port
 from shared.kafka import make_consumer, make_producer
 from shared.settings import Settings

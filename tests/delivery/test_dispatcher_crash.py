@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from redis.asyncio import Redis
 
 from services.orchestrator.dispatcher.delivery_log import RecordedOutcome
-from services.orchestrator.dispatcher.redis_keys import DispatchKeys
+from shared.dispatch_keys import DispatchKeys
 from shared.kafka import make_consumer
 from shared.settings import Settings
 from shared.topics import Topics

@@ -10,8 +10,8 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
-from services.orchestrator.dispatcher.redis_keys import DispatchKeys
 from services.orchestrator.dispatcher.retry_schedule import RetrySchedule
+from shared.dispatch_keys import DispatchKeys
 from shared.settings import Settings
 from shared.topics import Topics
 from tests.delivery.conftest import StartDispatcher, make_action, recorded_outcome

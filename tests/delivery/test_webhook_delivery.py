@@ -15,7 +15,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
-from services.orchestrator.dispatcher.redis_keys import DispatchKeys
+from shared.dispatch_keys import DispatchKeys
 from shared.events import format_time
 from shared.settings import Settings
 from shared.topics import Topics

@@ -29,6 +29,7 @@ from services.api.history.models import (
     TransitionRow,
 )
 from shared.customer_keys import CustomerKeys
+from shared.dispatch_keys import DispatchKeys
 from shared.profile import Profile
 
 _SCAN_COUNT = 1000
@@ -217,4 +218,23 @@ async def erase_redis(
         # By name, not by a pattern on the hash tag: other keys share that shape (the
         # dispatcher's per-action and retry keys), and a SCAN would read the whole keyspace.
         deleted += int(await redis.unlink(*keys.of_customer(customer_id)))
+    await _erase_retries(redis, DispatchKeys(keys.namespace), customer_ids)
     return deleted
+
+
+async def _erase_retries(redis: Redis, dispatch: DispatchKeys, customer_ids: set[str]) -> None:
+    """Unschedule the customers' actions waiting for a retry: each holds their profile as it
+    was, and would still be sent."""
+    theirs = []
+    async for action_id, raw in redis.hscan_iter(dispatch.retry_actions, count=_SCAN_COUNT):
+        try:
+            customer = orjson.loads(raw).get("customer_id")
+        except (orjson.JSONDecodeError, AttributeError):
+            continue  # the dispatcher dead-letters what does not decode
+        if customer in customer_ids:
+            theirs.append(action_id)
+    if theirs:
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(dispatch.retry_due, *theirs)
+            pipe.hdel(dispatch.retry_actions, *theirs)
+            await pipe.execute()

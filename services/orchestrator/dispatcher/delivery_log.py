@@ -14,7 +14,7 @@ import orjson
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from services.orchestrator.dispatcher.redis_keys import DispatchKeys
+from shared.dispatch_keys import DispatchKeys
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ import math
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from services.orchestrator.dispatcher.redis_keys import DispatchKeys
 from shared.actions import ActionRecord
+from shared.dispatch_keys import DispatchKeys
 
 log = logging.getLogger(__name__)
 

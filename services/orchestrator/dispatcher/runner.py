@@ -40,7 +40,6 @@ from services.orchestrator.dispatcher.kafka_channel import KafkaChannel
 from services.orchestrator.dispatcher.log_channel import LogChannel
 from services.orchestrator.dispatcher.offset_tracker import OffsetTracker
 from services.orchestrator.dispatcher.private_targets import public_addresses
-from services.orchestrator.dispatcher.redis_keys import DispatchKeys
 from services.orchestrator.dispatcher.retry_policy import Decision, RetryPolicy, decide
 from services.orchestrator.dispatcher.retry_schedule import RetrySchedule
 from services.orchestrator.dispatcher.webhook import USER_AGENT, WebhookChannel
@@ -48,6 +47,7 @@ from services.orchestrator.pacing import Every
 from shared.actions import ActionDecodeError, ActionRecord
 from shared.coalescer import Coalescer
 from shared.dead_letters import dead_letter
+from shared.dispatch_keys import DispatchKeys
 from shared.events import format_time
 from shared.kafka import make_consumer, send_batches, stop_consumer
 from shared.settings import Settings

@@ -1,4 +1,5 @@
-"""Redis key layout of the dispatcher, under the namespace's ``safar`` prefix."""
+"""Redis key layout of the dispatcher, under the namespace's ``safar`` prefix (the api reads
+it too, to erase a customer's scheduled retries)."""
 
 from __future__ import annotations
 
