@@ -71,6 +71,7 @@ class Profile:
     fires: dict[str, list[float]] = field(default_factory=dict)  # rule -> recent fire times
     goals: list[OpenGoal] = field(default_factory=list)
     merged: list[str] = field(default_factory=list)  # anonymous ids merged into this profile
+    known: bool = False  # an event named this id as its userId: never merged into another
 
     def to_json(self) -> bytes:
         return orjson.dumps(self, option=orjson.OPT_OMIT_MICROSECONDS)

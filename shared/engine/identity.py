@@ -11,8 +11,12 @@ def merge_profiles(target: Profile, source: Profile, config: CompiledConfig) -> 
 
     Counts and revenue add up, the newer traits win, each journey keeps the furthest stage,
     pending waits and open goals carry over, first/last seen span both.
+
+    A source that events named as their userId is a known customer, never merged: with the
+    public write key of a website, anyone could otherwise ``alias`` someone's profile into
+    their own.
     """
-    if source.id == target.id or source.id in target.merged:
+    if source.id == target.id or source.id in target.merged or source.known:
         return False
     for name, count in source.counts.items():
         target.counts[name] = target.counts.get(name, 0) + count

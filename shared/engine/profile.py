@@ -39,6 +39,8 @@ def apply_event(
 ) -> None:
     """Fold one event into the profile in place: traits, counts, times, revenue, dedupe.
     ``tag`` is the event's :func:`seen_tag` when the caller has it already."""
+    if event.user_id is not None and event.user_id == profile.id:
+        profile.known = True
     if event.traits and event.type != "group":  # a group's traits describe the group
         profile.traits.update(event.traits)
     if event.type == "track" and event.name:

@@ -249,9 +249,9 @@ def test_goal_windows_expire() -> None:
 
 def test_merging_an_anonymous_profile_keeps_the_furthest_stage_and_sums_counts() -> None:
     config = bundle_config(None, [ABANDONED])
-    anonymous, _ = feed(
-        config, [track("Product Added", customer="anon-1", cart_id="cart-9", price=30.0)]
-    )
+    added = track("Product Added", customer="anon-1", cart_id="cart-9", price=30.0)
+    anonymous, _ = feed(config, [replace(added, user_id=None, anonymous_id="anon-1")])
+    assert not anonymous.known
     anonymous.traits = {"plan": "free", "email": "old@example.com"}
     known, _ = feed(config, [track("Product Viewed", customer="u1", minutes=-10)])
     known.traits = {"email": "new@example.com"}
@@ -262,6 +262,17 @@ def test_merging_an_anonymous_profile_keeps_the_furthest_stage_and_sums_counts()
     assert known.traits == {"plan": "free", "email": "old@example.com"}  # anonymous is newer
     assert not merge_profiles(known, anonymous, config)  # exactly once
     assert known.counts["Product Added"] == 1
+
+
+def test_a_profile_seen_with_its_own_user_id_is_never_merged_into_another() -> None:
+    """``alias`` with a victim's userId as previousId, sent with a site's public write key,
+    must not fold the victim's profile into the sender's."""
+    config = bundle_config(None, [ABANDONED])
+    victim, _ = feed(config, [track("Order Completed", customer="victim", revenue=99.0)])
+    attacker, _ = feed(config, [track("Product Viewed", customer="attacker")])
+    assert victim.known
+    assert not merge_profiles(attacker, victim, config)
+    assert attacker.revenue == 0 and attacker.merged == []
 
 
 def test_the_context_carries_only_what_expressions_read() -> None:
