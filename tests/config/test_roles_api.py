@@ -3,11 +3,18 @@ role it needs, success at it. Denied calls change nothing."""
 
 from __future__ import annotations
 
+import secrets
+import uuid
 from typing import Any
 
 import pytest
 
+from services.api.access import service as access
 from services.api.access.service import hash_secret
+from services.api.bootstrap import bootstrap
+from services.api.db.base import make_engine, make_sessions
+from shared.http import ApiError
+from shared.settings import Settings
 from tests.config.conftest import ADMIN_NAME, Api, bearer
 
 pytestmark = pytest.mark.timeout(60)
@@ -163,17 +170,27 @@ async def test_revoking_twice_answers_204_and_changes_nothing_more(api: Api) -> 
     assert sorted(revokes) == [("api_key", "revoke"), ("source", "revoke")]
 
 
-async def test_the_last_active_admin_key_cannot_be_revoked(api: Api) -> None:
-    keys = await api.ok("GET", "/v1/api-keys", headers=api.admin)
-    [mine] = [k for k in keys if k["role"] == "admin" and k.get("revoked_at") is None]
-    refused = await api.client.delete(f"/v1/api-keys/{mine['id']}", headers=api.admin)
-    assert refused.status_code == 409 and refused.json()["code"] == "conflict"
-    # With a second admin key, the first one can go; then the second is the last.
-    other = await api.ok(
-        "POST", "/v1/api-keys", json={"name": "ops", "role": "admin"}, headers=api.admin
-    )
-    await api.ok("DELETE", f"/v1/api-keys/{mine['id']}", headers=api.admin)
-    second = bearer(other["api_key"])
-    last = await api.client.delete(f"/v1/api-keys/{other['id']}", headers=second)
-    assert last.status_code == 409
-    assert (await api.client.get("/v1/api-keys", headers=second)).status_code == 200
+async def test_the_last_active_admin_key_cannot_be_revoked(settings: Settings) -> None:
+    """On a database of its own: the package's shared api keeps its admin key."""
+    engine = make_engine(settings.require("database_url"))
+    sessions = make_sessions(engine)
+
+    async def revoke(key_id: uuid.UUID) -> bool:
+        async with sessions() as session, session.begin():
+            return (await access.revoke_api_key(session=session, key_id=key_id))[1]
+
+    try:
+        await bootstrap(engine, admin_key="sk_test_" + secrets.token_hex(8))
+        async with sessions() as session:
+            [first] = [k for k in await access.list_api_keys(session=session) if k.role == "admin"]
+        with pytest.raises(ApiError) as refused:
+            await revoke(first.id)
+        assert (refused.value.status, refused.value.code) == (409, "conflict")
+        # With a second admin key, the first one can go; then the second is the last.
+        async with sessions() as session, session.begin():
+            second, _ = await access.create_api_key(session=session, name="ops", role="admin")
+        assert await revoke(first.id)
+        with pytest.raises(ApiError):
+            await revoke(second.id)
+    finally:
+        await engine.dispose()
