@@ -20,6 +20,10 @@ class StageState:
     since: str
 
 
+class ProfileDecodeError(ValueError):
+    """A value in Redis that does not read as a profile (no writer of Safar's makes one)."""
+
+
 @dataclass(slots=True)
 class PendingWait:
     """A scheduled action. ``due`` = deadline + grace (or the end of quiet hours).
@@ -78,11 +82,15 @@ class Profile:
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> Profile:
-        data = orjson.loads(raw)
-        data["stages"] = {j: StageState(**s) for j, s in data.get("stages", {}).items()}
-        data["waits"] = [PendingWait(**w) for w in data.get("waits", ())]
-        data["goals"] = [OpenGoal(**g) for g in data.get("goals", ())]
-        return cls(**data)
+        """Raises :class:`ProfileDecodeError` for anything that is not a stored profile."""
+        try:
+            data = orjson.loads(raw)
+            data["stages"] = {j: StageState(**s) for j, s in data.get("stages", {}).items()}
+            data["waits"] = [PendingWait(**w) for w in data.get("waits", ())]
+            data["goals"] = [OpenGoal(**g) for g in data.get("goals", ())]
+            return cls(**data)
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:
+            raise ProfileDecodeError(f"not a stored profile: {exc}") from exc
 
     def find_wait(self, rule: str, key: str) -> PendingWait | None:
         return next((w for w in self.waits if w.rule == rule and w.key == key), None)

@@ -73,7 +73,7 @@ class ProfileStore:
                 found[customer_id] = Stored(
                     None if raw is None else Profile.from_json(raw), int(version or 0)
                 )
-            except (ValueError, TypeError, AttributeError, KeyError) as exc:
+            except ValueError as exc:  # ProfileDecodeError, or a version that is no number
                 log.error("the profile of %r does not read (%s); set aside", customer_id, exc)
                 unreadable[customer_id] = (raw or b"", version or b"")
         if unreadable:

@@ -446,6 +446,10 @@ async def test_a_customer_id_with_a_slash_is_read_and_erased(
             assert timeline.status_code == 200 and timeline.json()["customer_id"] == who
             erased = await client.delete("/v1/customers/tenant/42")
             assert erased.status_code == 200 and erased.json()["customer_id"] == who
+            # A stored profile that does not read is reported as such.
+            await redis.hset(keys.profile("broken"), mapping={"p": "{", "v": "1"})
+            broken = await client.get("/v1/customers/broken")
+            assert (broken.status_code, broken.json()["code"]) == (500, "unreadable_profile")
         assert not await redis.exists(keys.profile(who))
     finally:
         await redis.aclose()

@@ -30,7 +30,7 @@ from services.api.history.models import (
 )
 from shared.customer_keys import CustomerKeys
 from shared.dispatch_keys import DispatchKeys
-from shared.profile import Profile
+from shared.profile import Profile, ProfileDecodeError
 
 _SCAN_COUNT = 1000
 _UNLINK_BATCH = 500
@@ -208,7 +208,7 @@ async def erase_redis(
         if raw is not None:
             try:
                 waits = Profile.from_json(raw).waits
-            except (ValueError, TypeError, AttributeError, KeyError):
+            except ProfileDecodeError:
                 waits = []  # a profile that does not read: it goes all the same
             if waits:
                 await redis.zrem(

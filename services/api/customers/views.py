@@ -17,7 +17,7 @@ from services.api.deps import Admin, KeysDep, RedisDep, SessionDep, SettingsDep,
 from services.api.history.records import ActionStatus
 from services.api.history.service import erase_history
 from shared.http import ApiError
-from shared.profile import Profile
+from shared.profile import Profile, ProfileDecodeError
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"])
 actions_router = APIRouter(prefix="/v1/actions", tags=["customers"])
@@ -70,7 +70,15 @@ async def get_customer(
             raw = await redis.hget(keys.profile(_text(linked)), "p")
     if raw is None:
         raise ApiError(404, "not_found", f"no customer {customer_id!r}")
-    profile = Profile.from_json(raw)
+    try:
+        profile = Profile.from_json(raw)
+    except ProfileDecodeError:
+        raise ApiError(
+            500,
+            "unreadable_profile",
+            "the stored profile does not read; the orchestrator sets it aside when the "
+            "customer is next touched",
+        ) from None
     return profile.view() | {"waits": profile.waits_view()}
 
 
