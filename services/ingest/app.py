@@ -131,19 +131,26 @@ def _batch_events(payload: dict[str, Any], received_at: datetime) -> list[Event]
     if len(items) > MAX_BATCH_EVENTS:
         raise ApiError(400, "batch_too_large", f"a batch holds at most {MAX_BATCH_EVENTS:,} events")
     events: list[Event] = []
+    first: tuple[int, InvalidMessage] | None = None  # the first item dropped, for the log
     for index, item in enumerate(items):
         try:
             events.append(normalize(item, type_hint=None, received_at=received_at, batch=payload))
         except InvalidMessage as exc:
             metrics.events(type_label(item), "rejected").inc()
-            message_id = item.get("messageId") if isinstance(item, dict) else None
-            log.info(
-                "dropped batch item %d (messageId %.64r): %s: %s",
-                index,
-                message_id,
-                exc.code,
-                exc,
-            )
+            first = first or (index, exc)
+    if first is not None:
+        # One line per batch: a batch of 2,500 invalid items is not 2,500 lines of log.
+        index, reason = first
+        item = items[index]
+        log.info(
+            "dropped %d of %d batch items; the first, item %d (messageId %.64r): %s: %s",
+            len(items) - len(events),
+            len(items),
+            index,
+            item.get("messageId") if isinstance(item, dict) else None,
+            reason.code,
+            reason,
+        )
     return events
 
 
@@ -166,13 +173,15 @@ async def _handle(request: Request, route_type: str | None) -> Response:
         key_hash = ingest.write_keys.authenticate(key_from_body(payload))
     if route_type is None:
         events = _batch_events(payload, received_at)
+        offered = len(payload["batch"])
     else:
         events = [_single_event(payload, ROUTE_TYPES[route_type], received_at)]
-    if not events:
-        return JsonResponse(SUCCESS)
+        offered = 1
     try:
-        ingest.writer.admit(time.monotonic())  # while Kafka is down: 503 before any work
-        wait = ingest.limiter.take(key_hash, len(events), time.monotonic())
+        if events:
+            ingest.writer.admit(time.monotonic())  # while Kafka is down: 503 before any work
+        # Every item offered counts, the invalid ones too: they cost the parsing.
+        wait = ingest.limiter.take(key_hash, offered, time.monotonic())
         if wait:
             _count(events, "rate_limited")
             raise ApiError(
@@ -181,6 +190,8 @@ async def _handle(request: Request, route_type: str | None) -> Response:
                 "too many events for this write key; retry after the Retry-After seconds",
                 {"Retry-After": RateLimiter.retry_after(wait)},
             )
+        if not events:
+            return JsonResponse(SUCCESS)
         await ingest.identity.resolve(events)
         await ingest.writer.write(events)
     except KafkaUnavailable:
