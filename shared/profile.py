@@ -95,12 +95,13 @@ class Profile:
     def find_wait(self, rule: str, key: str) -> PendingWait | None:
         return next((w for w in self.waits if w.rule == rule and w.key == key), None)
 
-    def view(self) -> dict[str, Any]:
-        """The profile as rules and the API see it (no bookkeeping fields)."""
+    def view(self, *, copy: bool = False) -> dict[str, Any]:
+        """The profile as rules and the API see it (no bookkeeping fields); ``copy``: one
+        that later changes of the profile leave as it is."""
         return {
             "id": self.id,
-            "traits": self.traits,
-            "counts": self.counts,
+            "traits": dict(self.traits) if copy else self.traits,
+            "counts": dict(self.counts) if copy else self.counts,
             "revenue": self.revenue,
             "first_seen": self.first_seen,
             "last_seen": self.last_seen,

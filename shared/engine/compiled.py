@@ -82,10 +82,12 @@ def _index(pairs: Sequence[tuple[object, CompiledRule]]) -> dict[object, tuple[C
     index: dict[object, list[CompiledRule]] = {}
     for key, rule in pairs:
         index.setdefault(key, []).append(rule)
-    # Lower priority numbers first, then by key, so evaluation order is stable.
-    return {
-        k: tuple(sorted(v, key=lambda r: (r.definition.priority, r.key))) for k, v in index.items()
-    }
+    return {k: tuple(sorted(v, key=evaluation_order)) for k, v in index.items()}
+
+
+def evaluation_order(rule: CompiledRule) -> tuple[int, str]:
+    """Lower priority numbers first, then by key, so evaluation order is stable."""
+    return (rule.definition.priority, rule.key)
 
 
 @dataclass(frozen=True, slots=True)

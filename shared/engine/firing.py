@@ -28,7 +28,7 @@ def build_action(
         customer_id=profile.id,
         channel=rule.definition.action.channel,
         spec=rule.action_spec,
-        customer=profile.view(),
+        customer=profile.view(copy=True),  # later events of the batch change the profile
         trigger=trigger,
         created_at=format_time(now),
         trigger_received_at=trigger_received_at,

@@ -54,3 +54,13 @@ def record_conversions(
             Conversion(goal.rule, goal.action_id, goal.group, event.message_id)
         )
     profile.goals = keep
+
+
+# How late a goal event stamped inside its window may arrive and still convert.
+_LATE_S = 86_400.0
+
+
+def drop_expired_goals(profile: Profile, now: datetime) -> None:
+    """Forget goals whose window ended over a day ago (they would otherwise pile up in the
+    profiles of customers who never reach them)."""
+    profile.goals = [goal for goal in profile.goals if goal.until >= now.timestamp() - _LATE_S]

@@ -41,5 +41,8 @@ def merge_profiles(target: Profile, source: Profile, config: CompiledConfig) -> 
     for rule, fires in source.fires.items():
         target.fires[rule] = sorted(target.fires.get(rule, []) + fires)
     target.goals.extend(source.goals)
+    # The anonymous id's events, retried under the user's id, are still recognised (the
+    # window's length is the target's: it is cut at its next event).
+    target.seen = [tag for tag in source.seen if tag not in target.seen] + target.seen
     target.merged.append(source.id)
     return True

@@ -12,7 +12,7 @@ from datetime import datetime
 from shared.engine.compiled import CompiledConfig
 from shared.engine.effects import Effects
 from shared.engine.expression_context import Scope, event_view
-from shared.engine.goals import record_conversions
+from shared.engine.goals import drop_expired_goals, record_conversions
 from shared.engine.profile import already_applied, apply_event, seen_tag
 from shared.engine.rules import apply_rule, triggered_rules
 from shared.engine.stage_machine import Transition, move_stages
@@ -56,6 +56,8 @@ def process_event(
     cancel_waits(profile, event, view, config, now, effects)
     if config.goal_events and event.name in config.goal_events:
         record_conversions(profile, event, view, config, now, effects)
+    elif profile.goals:
+        drop_expired_goals(profile, now)
     rules = triggered_rules(event, transitions, config)
     if rules:
         if transitions and config.shape.fields["customer"] != frozenset():

@@ -45,7 +45,8 @@ def apply_event(
         profile.traits.update(event.traits)
     if event.type == "track" and event.name:
         profile.counts[event.name] = profile.counts.get(event.name, 0) + 1
-        profile.last_at[event.name] = int(parse_time(event.timestamp).timestamp())
+        at = int(parse_time(event.timestamp).timestamp())  # a late, older event: no change
+        profile.last_at[event.name] = max(at, profile.last_at.get(event.name, at))
         amount = event.properties.get("revenue", event.properties.get("total"))
         if isinstance(amount, int | float) and not isinstance(amount, bool):
             profile.revenue = round(profile.revenue + float(amount), 2)

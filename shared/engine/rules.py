@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from shared.engine.compiled import CompiledConfig, CompiledRule
+from shared.engine.compiled import CompiledConfig, CompiledRule, evaluation_order
 from shared.engine.effects import Effects, RuleOutcome
 from shared.engine.expression_context import ExpressionFailed, Scope, evaluate
 from shared.engine.firing import decide_send
@@ -23,6 +23,8 @@ def triggered_rules(
         rules.extend(config.by_event.get(event.name, ()))
     for move in transitions:
         rules.extend(config.by_stage.get((move.journey, move.to_stage), ()))
+    if transitions and len(rules) > 1:  # each index is in order; together they must be too
+        rules.sort(key=evaluation_order)
     return rules
 
 

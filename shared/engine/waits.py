@@ -47,7 +47,9 @@ def schedule_wait(
             key=key,
             deadline=deadline,
             due=deadline + wait.grace.total_seconds(),
-            cause=f"wait:{key}" if key else event.message_id,
+            # The key keeps one wait per cart; the trigger tells this wait from a later one
+            # for the same key (a cart abandoned again after its nudge), as action ids must.
+            cause=f"wait:{key}:{event.message_id}" if key else event.message_id,
             trigger=event_view,
             trigger_received_at=event.received_at,
         )

@@ -294,3 +294,78 @@ def test_rules_reading_the_customer_see_the_stage_just_entered() -> None:
     rule = THANK_YOU | {"if": 'customer.stages.purchase.stage == "purchase"'}
     _, [outcome] = feed(bundle_config(None, [rule]), [track("Order Completed")])
     assert len(outcome.effects.actions) == 1
+
+
+# --- found by a review against DESIGN §6-§8 --------------------------------------------------
+
+
+def test_a_cart_abandoned_again_after_its_nudge_gets_a_new_action_id() -> None:
+    config = bundle_config(None, [ABANDONED])
+    profile, _ = feed(config, [added("c9", price=30.0)])
+    first = fire_wait(profile, "abandoned-cart", "c9", config, T0 + timedelta(minutes=40))
+    days = timedelta(days=3)
+    profile, _ = feed(
+        config,
+        [replace(added("c9", price=30.0), timestamp=format_time(T0 + days))],
+        profile,
+        T0 + days,
+    )
+    second = fire_wait(profile, "abandoned-cart", "c9", config, T0 + days + timedelta(minutes=40))
+    [a], [b] = first.actions, second.actions
+    assert a.action_id != b.action_id  # the dispatcher would skip b as already delivered
+
+
+def test_an_actions_customer_is_the_profile_when_it_fired_not_after_the_batch() -> None:
+    config = bundle_config(None, [THANK_YOU])
+    _, outcomes = feed(config, [track("Order Completed"), track("Order Completed")])
+    first = outcomes[0].effects.actions[0]
+    assert first.customer["counts"] == {"Order Completed": 1}
+
+
+def test_a_late_older_event_does_not_move_last_seen_of_its_name_backwards() -> None:
+    config = bundle_config(None, [])
+    profile, _ = feed(
+        config, [track("Order Completed"), track("Order Completed", minutes=-20 * 1440)]
+    )
+    assert profile.last_at["Order Completed"] == int(T0.timestamp())
+
+
+def test_goals_nobody_reaches_are_forgotten_a_day_after_their_window() -> None:
+    rule = {
+        "key": "browse",
+        "trigger": {"event": "Product Viewed"},
+        "goal": {"event": "Order Completed", "within": "1d"},
+        "action": webhook(),
+    }
+    config = bundle_config(None, [rule])
+    profile = None
+    for day in range(10):
+        now = T0 + timedelta(days=3 * day)
+        profile, _ = feed(config, [track("Product Viewed", minutes=3 * day * 1440)], profile, now)
+    assert profile is not None and len(profile.goals) == 1  # only the last one is open
+
+
+def test_a_merged_anonymous_profile_keeps_recognising_its_events() -> None:
+    config = bundle_config(None, [])
+    event = replace(track("Order Completed", customer="a1"), user_id=None, anonymous_id="a1")
+    anonymous, _ = feed(config, [event])
+    known, _ = feed(config, [track("Product Viewed", customer="u1")])
+    assert merge_profiles(known, anonymous, config)
+    retried = replace(event, customer_id="u1", user_id="u1")  # the SDK's retry, now linked
+    known, [outcome] = feed(config, [retried], known)
+    assert not outcome.applied and known.counts["Order Completed"] == 1
+
+
+def test_rules_of_the_event_and_of_the_stages_it_entered_run_in_one_priority_order() -> None:
+    late = {"key": "late-event", "priority": 500, "trigger": {"event": "Order Completed"}}
+    early = {
+        "key": "early-stage",
+        "priority": 1,
+        "trigger": {"stage_entered": {"journey": "purchase", "stage": "purchase"}},
+    }
+    rules = [{**r, "action": webhook()} for r in (late, early)]
+    _, [outcome] = feed(bundle_config(None, rules), [track("Order Completed")])
+    assert [o.rule for o in outcome.effects.rule_outcomes if o.outcome == "fired"] == [
+        "early-stage",
+        "late-event",
+    ]
