@@ -63,4 +63,10 @@ def quiet_until(quiet: QuietHours | None, profile: Profile, now: datetime) -> da
     end_day = local.date()
     if crosses_midnight and clock >= start:
         end_day += timedelta(days=1)
-    return datetime.combine(end_day, end, tzinfo=zone)
+    until = datetime.combine(end_day, end, tzinfo=zone)
+    if until <= now:
+        # The end falls in the hour a clock change repeats, and ``now`` in its second
+        # pass: it is the later of the two (else the action is deferred to the past, again
+        # and again).
+        until = until.replace(fold=1)
+    return until if until > now else None

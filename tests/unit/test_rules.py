@@ -6,9 +6,10 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from shared.definitions import QuietHours
 from shared.engine.compiled import CompiledConfig
 from shared.engine.identity import merge_profiles
-from shared.engine.policies import in_holdout
+from shared.engine.policies import in_holdout, quiet_until
 from shared.engine.process import Outcome, process_event
 from shared.engine.waits import fire_wait
 from shared.events import Event, format_time
@@ -369,3 +370,18 @@ def test_rules_of_the_event_and_of_the_stages_it_entered_run_in_one_priority_ord
         "early-stage",
         "late-event",
     ]
+
+
+def test_quiet_hours_ending_in_the_repeated_hour_of_a_clock_change_end_after_now() -> None:
+    """New York, 2026-11-01: 01:00-02:00 happens twice. At 01:10 EST (the second pass) the
+    window's end is 01:30 EST, not 01:30 EDT (an hour ago, which made the timer loop spin)."""
+    quiet = QuietHours(start="21:00", end="01:30", timezone="America/New_York")
+
+    def end_at(now: datetime) -> float | None:
+        until = quiet_until(quiet, Profile(id="c1"), now)
+        return None if until is None else until.timestamp()
+
+    second_pass = datetime(2026, 11, 1, 6, 10, tzinfo=UTC)  # 01:10 EST
+    assert end_at(second_pass) == datetime(2026, 11, 1, 6, 30, tzinfo=UTC).timestamp()
+    first_pass = datetime(2026, 11, 1, 5, 10, tzinfo=UTC)  # 01:10 EDT
+    assert end_at(first_pass) == datetime(2026, 11, 1, 5, 30, tzinfo=UTC).timestamp()
