@@ -19,7 +19,7 @@ from services.api.config.publisher import ConfigPublisher
 from services.api.config.views import router as config_router
 from services.api.customers.views import actions_router
 from services.api.customers.views import router as customers_router
-from services.api.db.base import make_engine, make_sessions
+from services.api.db.base import make_engine, make_sessions, sqlstate
 from services.api.db.migrate import upgrade
 from services.api.journeys.views import router as journeys_router
 from services.api.metrics import RequestMetrics
@@ -84,8 +84,7 @@ async def _data_error(request: Request, exc: Exception) -> Response:
     """PostgreSQL refused a value the request carried (SQLSTATE class 22: a NUL character,
     a number or time out of range): the request is invalid; anything else is unexpected."""
     assert isinstance(exc, DBAPIError)
-    state = str(getattr(exc.orig, "sqlstate", None) or "")
-    if not state.startswith("22"):
+    if not sqlstate(exc).startswith("22"):
         return await unexpected_error(request, exc)
     reason = str(exc.orig).strip().splitlines()[-1] if exc.orig else "invalid value"
     return error_response(422, "invalid", f"a value of the request cannot be used: {reason}")

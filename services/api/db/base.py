@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import DateTime, MetaData
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -40,3 +41,9 @@ def make_engine(url: str) -> AsyncEngine:
 
 def make_sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def sqlstate(exc: DBAPIError) -> str:
+    """PostgreSQL's SQLSTATE for a driver error ("" when there is none): class 22 is data
+    it cannot hold, 23 a broken constraint."""
+    return str(getattr(exc.orig, "sqlstate", None) or "")

@@ -21,6 +21,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.api import metrics
+from services.api.db.base import sqlstate
 from services.api.history.records import (
     HistoryRecord,
     RecordDecodeError,
@@ -297,8 +298,7 @@ class HistoryRecorder:
 def refused(exc: DBAPIError) -> bool:
     """PostgreSQL refused the data itself (SQLSTATE classes 22 and 23): retrying the same
     rows fails again, unlike a lost connection or a server restart."""
-    sqlstate = str(getattr(exc.orig, "sqlstate", None) or "")
-    return isinstance(exc, DataError | IntegrityError) or sqlstate[:2] in {"22", "23"}
+    return isinstance(exc, DataError | IntegrityError) or sqlstate(exc)[:2] in {"22", "23"}
 
 
 def _reason(exc: Exception) -> str:
