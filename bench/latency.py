@@ -129,9 +129,17 @@ class _Ingest:
         request = request_bytes("/v1/batch", body, {"Authorization": f"Basic {self._token}"})
         if self._idle:
             reader, writer = self._idle.pop()
+            try:
+                status = await exchange(reader, writer, request)
+            except ConnectionError:
+                # The server closed it while it was idle (uvicorn's keep-alive timeout, 5 s),
+                # before reading the request: sent again on a new connection, as SDKs do.
+                writer.close()
+                reader, writer = await asyncio.open_connection("127.0.0.1", self._port)
+                status = await exchange(reader, writer, request)
         else:
             reader, writer = await asyncio.open_connection("127.0.0.1", self._port)
-        status = await exchange(reader, writer, request)
+            status = await exchange(reader, writer, request)
         if status != 200:
             writer.close()
             raise RuntimeError(f"ingest answered {status}")
@@ -266,6 +274,13 @@ async def _drive(settings: Settings, rate: int, seconds: float) -> tuple[int, se
         acknowledged = time.time()
         bought.update(cart for cart, due in buys if acknowledged < due)
 
+    failed: list[BaseException] = []
+
+    def finished(task: asyncio.Task[None]) -> None:
+        posts.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            failed.append(error)
+
     number = 0
     with console.status(f"{rate} events/s for {seconds:.0f}s..."):
         while (now := time.perf_counter()) - started < seconds:
@@ -284,11 +299,13 @@ async def _drive(settings: Settings, rate: int, seconds: float) -> tuple[int, se
                     pending.append((buy_at, customer, cart, added_at + WAIT_S))
             task = asyncio.create_task(post(batch, buys))
             posts.add(task)
-            task.add_done_callback(posts.discard)
+            task.add_done_callback(finished)
             sent += len(batch)
             await asyncio.sleep(max(0.0, started + (sent / rate) - time.perf_counter()))
     await asyncio.gather(*posts)
     ingest.close()
+    if failed:
+        raise RuntimeError(f"{len(failed)} batches were not accepted: {failed[0]!r}")
     return sent, bought
 
 
