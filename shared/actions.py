@@ -13,6 +13,30 @@ from typing import Any
 import orjson
 
 ACTION_SCHEMA = 1
+# The fields of an action block that hold credentials. Action records (on safar.actions, in
+# retry schedules and in dead letters) leave them out and name them in ``sealed``; the
+# dispatcher takes them from the rule in the configuration in force when it delivers.
+SEALED_FIELDS = ("secret", "headers")
+
+
+def seal(spec: dict[str, Any]) -> dict[str, Any]:
+    """The action block as an action record carries it: without its credentials."""
+    sealed = [name for name in SEALED_FIELDS if name in spec]
+    if not sealed:
+        return spec
+    kept = {name: value for name, value in spec.items() if name not in SEALED_FIELDS}
+    kept["sealed"] = sealed
+    return kept
+
+
+def unseal(spec: dict[str, Any], rule_spec: dict[str, Any]) -> dict[str, Any]:
+    """A record's action block with its credentials taken from ``rule_spec``, the rule's
+    action block as configured now (a rotated secret is the new one)."""
+    if "sealed" not in spec:
+        return spec
+    full = {name: value for name, value in spec.items() if name != "sealed"}
+    full.update({name: rule_spec[name] for name in SEALED_FIELDS if name in rule_spec})
+    return full
 
 
 def action_id(rule_key: str, rule_version: int, customer_id: str, cause: str) -> str:
@@ -27,8 +51,9 @@ class ActionDecodeError(ValueError):
 
 @dataclass(slots=True)
 class ActionRecord:
-    """One action to deliver. ``spec`` is the rule's ``action`` block, templates unrendered;
-    ``customer`` and ``trigger`` are the profile view and event view at fire time."""
+    """One action to deliver. ``spec`` is the rule's ``action`` block, templates unrendered
+    and credentials sealed (see :func:`seal`); ``customer`` and ``trigger`` are the profile
+    view and event view at fire time."""
 
     action_id: str
     rule: str

@@ -98,7 +98,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             timers = TimerLoop(settings, producer, store, waits, progress, active)
             tasks.append(asyncio.create_task(timers.run(), name="timer-loop"))
         if role in ("all", "dispatcher"):
-            dispatcher = Dispatcher(settings, redis, producer)
+            dispatcher = Dispatcher(settings, redis, producer, active)
             await stack.enter_async_context(dispatcher)
             app.state.dispatcher = dispatcher
             tasks.append(dispatcher.task)
@@ -143,7 +143,7 @@ def _checks(request: Request) -> Mapping[str, ReadinessCheck]:
         return bool(state.dispatcher.ready)
 
     checks: dict[str, ReadinessCheck] = {"redis": redis, "consumer": consuming}
-    if state.role != "dispatcher":  # delivering actions needs no configuration
+    if state.role != "dispatcher":  # a dispatcher delivers what needs no configuration
         checks["config"] = config
     if state.role in ("all", "dispatcher"):
         checks["dispatcher"] = dispatching

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from shared.actions import seal
 from shared.definitions import ConfigSnapshot, Journey, Rule
 from shared.engine.expression_context import ContextShape, Expression
 
@@ -51,6 +52,7 @@ class CompiledRule:
     unless_match: Expression | None
     goal_match: Expression | None
     action_spec: dict[str, Any]  # the action as JSON, dumped once per version (read-only)
+    record_spec: dict[str, Any]  # the same without credentials, as action records carry it
 
     @property
     def key(self) -> str:
@@ -65,6 +67,7 @@ class CompiledRule:
     def compile(cls, rule: Rule, version: int) -> CompiledRule:
         where = f"rules.{rule.key}"
         wait, goal = rule.wait, rule.goal
+        spec = rule.action.model_dump(mode="json", by_alias=True, exclude_none=True)
         return cls(
             definition=rule,
             version=version,
@@ -74,7 +77,8 @@ class CompiledRule:
                 wait.unless.match if wait and wait.unless else None, f"{where}.wait.unless.match"
             ),
             goal_match=_optional(goal.match if goal else None, f"{where}.goal.match"),
-            action_spec=rule.action.model_dump(mode="json", by_alias=True, exclude_none=True),
+            action_spec=spec,
+            record_spec=seal(spec),
         )
 
 

@@ -27,7 +27,7 @@ def build_action(
         rule_version=rule.version,
         customer_id=profile.id,
         channel=rule.definition.action.channel,
-        spec=rule.action_spec,
+        spec=rule.record_spec,
         customer=profile.view(copy=True),  # later events of the batch change the profile
         trigger=trigger,
         created_at=format_time(now),

@@ -18,6 +18,7 @@ from prometheus_client import REGISTRY
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
+from services.orchestrator.active_config import ActiveConfig
 from services.orchestrator.dispatcher import Dispatcher
 from services.orchestrator.dispatcher.delivery_log import DeliveryLog, RecordedOutcome
 from shared.actions import ActionRecord, action_id
@@ -79,11 +80,13 @@ StartDispatcher = Callable[..., Awaitable[Dispatcher]]
 async def start_dispatcher(
     dispatch_settings: Settings, redis: Redis, producer: AIOKafkaProducer
 ) -> AsyncIterator[StartDispatcher]:
-    """``await start_dispatcher(**setting_overrides)``: an in-process dispatcher."""
+    """``await start_dispatcher(config=..., **setting_overrides)``: an in-process dispatcher
+    (with no configuration unless given one)."""
     async with AsyncExitStack() as stack:
 
-        async def start(**overrides: Any) -> Dispatcher:
-            dispatcher = Dispatcher(dispatch_settings.model_copy(update=overrides), redis, producer)
+        async def start(*, config: ActiveConfig | None = None, **overrides: Any) -> Dispatcher:
+            settings = dispatch_settings.model_copy(update=overrides)
+            dispatcher = Dispatcher(settings, redis, producer, config or ActiveConfig())
             await stack.enter_async_context(dispatcher)
             return dispatcher
 

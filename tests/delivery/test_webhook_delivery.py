@@ -15,11 +15,17 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
+from services.orchestrator.active_config import ActiveConfig
+from shared.actions import ActionRecord
+from shared.definitions import Bundle, ConfigSnapshot
 from shared.dispatch_keys import DispatchKeys
+from shared.engine.process import process_event
 from shared.events import format_time
+from shared.profile import Profile
 from shared.settings import Settings
 from shared.topics import Topics
 from tests.delivery.conftest import (
+    SECRET,
     StartDispatcher,
     TopicReader,
     action_records,
@@ -30,6 +36,7 @@ from tests.delivery.conftest import (
 )
 from tests.delivery.receiver import Reply, WebhookReceiver
 from tests.stack import eventually
+from tests.unit.engine_data import track
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -395,3 +402,77 @@ async def _webhook_metrics() -> dict[str, float]:
 
 async def _count(receiver: WebhookReceiver, path: str) -> int:
     return len(receiver.at(path))
+
+
+def _thank_you(url: str, bearer: str | None) -> ConfigSnapshot:
+    action: dict[str, object] = {"channel": "webhook", "url": url, "secret": SECRET}
+    if bearer is not None:
+        action["headers"] = {"Authorization": f"Bearer {bearer}"}
+    rule = {"key": "thank-you", "trigger": {"event": "Order Completed"}, "action": action}
+    return ConfigSnapshot(version=1, bundle=Bundle.model_validate({"rules": [rule]}))
+
+
+async def test_webhook_credentials_stay_out_of_action_records(
+    dispatch_settings: Settings,
+    receiver: WebhookReceiver,
+    start_dispatcher: StartDispatcher,
+    producer: AIOKafkaProducer,
+    read_topic: Reader,
+) -> None:
+    url = receiver.script("sealed", [Reply()])
+    config = ActiveConfig()
+    config.update(_thank_you(url, "first-token"))
+
+    def decided() -> ActionRecord:
+        """An action as the events loop decides it, for a new order."""
+        current = config.current
+        assert current is not None
+        outcome = process_event(
+            Profile(id="ada"),
+            track("Order Completed", "ada"),
+            current,
+            datetime.now(UTC),
+            partition=0,
+            offset=0,
+            dedupe_window=20,
+        )
+        [action] = outcome.effects.actions
+        return action
+
+    first = decided()
+    # Neither the signing secret nor the header value is in what goes to Kafka (and from
+    # there to retry schedules and dead letters); the record names what it leaves out.
+    raw = first.to_json()
+    assert SECRET.encode() not in raw and b"first-token" not in raw
+    assert first.spec == {"channel": "webhook", "url": url, "sealed": ["secret", "headers"]}
+
+    dlq = await read_topic(Topics(dispatch_settings.namespace).dlq)
+    # No global secret: only the rule's own secret can sign what the receiver verifies.
+    await start_dispatcher(config=config, webhook_secret=None)
+    await publish(producer, dispatch_settings, first)
+    await eventually(lambda: _count(receiver, "sealed"), lambda n: n >= 1, what="delivery")
+    [delivery] = receiver.at("sealed")
+    assert delivery.verified
+    assert delivery.headers["authorization"] == "Bearer first-token"
+
+    # A credential rotated after the decision: the action goes with the one in force.
+    second = decided()
+    config.update(_thank_you(url, "second-token"))
+    await publish(producer, dispatch_settings, second)
+    await eventually(lambda: _count(receiver, "sealed"), lambda n: n >= 2, what="delivery")
+    assert receiver.at("sealed")[1].headers["authorization"] == "Bearer second-token"
+    assert receiver.at("sealed")[1].verified
+
+    # The rule is disabled before its action goes: its credentials are gone, so the action
+    # fails at once, and its dead letter has no credential either.
+    third = decided()
+    config.update(ConfigSnapshot(version=2, bundle=Bundle()))
+    await publish(producer, dispatch_settings, third)
+    [letter] = await dlq.wait_for(lambda d: len(d) >= 1, "a dead letter")
+    assert letter["original"]["action_id"] == third.action_id
+    assert "rule 'thank-you' is no longer active" in letter["error"]
+    assert "secret and headers" in letter["error"]
+    assert (
+        b"second-token" not in orjson.dumps(letter) and SECRET not in orjson.dumps(letter).decode()
+    )
+    assert len(receiver.at("sealed")) == 2

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from shared.actions import ActionRecord
+from shared.actions import ActionRecord, unseal
 from shared.definitions import CHANNEL_FIELDS, Bundle, ConfigSnapshot, Rule
 from shared.engine.compiled import CompiledConfig
 from shared.engine.expression_context import ExpressionFailed, Scope, evaluate, event_view
@@ -124,7 +124,7 @@ def run_test(rule: Rule, version: int, snapshot: ConfigSnapshot, body: RuleTestI
             for w in outcome.profile.waits
             if w.rule == rule.key and w.key not in before
         ],
-        action=_render(fired[0]) if fired else None,
+        action=_render(fired[0], config.rules[rule.key].action_spec) if fired else None,
     )
 
 
@@ -199,15 +199,16 @@ def _conditions(
     return [ConditionOut(field="if", source=source, result=result)]
 
 
-def _render(action: ActionRecord) -> ActionOut:
+def _render(action: ActionRecord, rule_spec: dict[str, Any]) -> ActionOut:
     renderer = TemplateRenderer()
     context = template_context(action)
+    spec = unseal(action.spec, rule_spec)
     rendered: dict[str, Any] = {}
     try:
         for name in CHANNEL_FIELDS[action.channel]:
-            if name == "secret" or action.spec.get(name) is None:
+            if name == "secret" or spec.get(name) is None:
                 continue
-            value = action.spec[name]
+            value = spec[name]
             if name == "html":
                 rendered[name] = renderer.render(value, context, field=name, html=True)
             else:

@@ -30,6 +30,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from services.orchestrator import metrics
+from services.orchestrator.active_config import ActiveConfig
 from services.orchestrator.dispatcher.action_history import ActionStatus, action_record
 from services.orchestrator.dispatcher.channels import CHANNELS, Channel, Delivered
 from services.orchestrator.dispatcher.delivery_log import UNREADABLE, DeliveryLog, RecordedOutcome
@@ -44,7 +45,7 @@ from services.orchestrator.dispatcher.retry_policy import Decision, RetryPolicy,
 from services.orchestrator.dispatcher.retry_schedule import RetrySchedule
 from services.orchestrator.dispatcher.webhook import USER_AGENT, WebhookChannel
 from services.orchestrator.pacing import Every
-from shared.actions import ActionDecodeError, ActionRecord
+from shared.actions import ActionDecodeError, ActionRecord, unseal
 from shared.coalescer import Coalescer
 from shared.dead_letters import dead_letter
 from shared.dispatch_keys import DispatchKeys
@@ -120,11 +121,13 @@ class Dispatcher:
         settings: Settings,
         redis: Redis,
         producer: AIOKafkaProducer,
+        config: ActiveConfig,
         *,
         rng: random.Random | None = None,
     ) -> None:
         self._settings = settings
         self._producer = producer
+        self._config = config
         self._topics = Topics(settings.namespace)
         keys = DispatchKeys(settings.namespace)
         self._redis = redis
@@ -432,7 +435,8 @@ class Dispatcher:
             )
         else:
             try:
-                delivered = await channel.deliver(action, template_context(action))
+                unsealed = await self._unsealed(action)
+                delivered = await channel.deliver(unsealed, template_context(action))
             except TemplateRenderError as exc:  # the same template never renders
                 error = DeliveryError(str(exc), retriable=False)
             except DeliveryError as exc:
@@ -457,6 +461,26 @@ class Dispatcher:
             assert error is not None
             await self._failed(action, attempt, error, decision, now, scheduled=scheduled)
         metrics.ACTIONS.labels(label, decision.status).inc()
+
+    async def _unsealed(self, action: ActionRecord) -> ActionRecord:
+        """The action with the credentials its record leaves out (``sealed``) taken from its
+        rule as configured now (waiting for a configuration when none is loaded yet); an
+        action whose rule is no longer active cannot have them."""
+        sealed = action.spec.get("sealed")
+        if not sealed:
+            return action
+        if not self._config.loaded.is_set():
+            log.info("action %s waits for a configuration (is the api running?)", action.action_id)
+            await self._config.loaded.wait()
+        config = self._config.current
+        rule = config.rules.get(action.rule) if config is not None else None
+        if rule is None or rule.definition.action.channel != action.channel:
+            raise DeliveryError(
+                f"rule {action.rule!r} is no longer active with a {action.channel} action: its "
+                f"{' and '.join(map(str, sealed))}, kept only in the configuration, are gone",
+                retriable=False,
+            )
+        return dataclasses.replace(action, spec=unseal(action.spec, rule.action_spec))
 
     async def _sent(
         self,
