@@ -9,9 +9,11 @@ from email.utils import format_datetime
 import httpx
 import pytest
 from jinja2.sandbox import SandboxedEnvironment
+from pydantic import SecretStr
 from standardwebhooks.webhooks import Webhook
 
 from services.orchestrator.dispatcher.exceptions import DeliveryError, TargetRefusedError
+from services.orchestrator.dispatcher.http_client import HttpClient
 from services.orchestrator.dispatcher.offset_tracker import OffsetTracker
 from services.orchestrator.dispatcher.private_targets import public_addresses
 from services.orchestrator.dispatcher.retry_policy import (
@@ -21,6 +23,7 @@ from services.orchestrator.dispatcher.retry_policy import (
     parse_retry_after,
 )
 from services.orchestrator.dispatcher.signatures import decode_secret, sign, signature_headers
+from services.orchestrator.dispatcher.webhook import WebhookChannel, without_credentials
 from shared.definition_checks import TemplateError, check_template
 from shared.templates import TemplateRenderer, TemplateRenderError, template_context
 from tests.delivery.conftest import SECRET, make_action
@@ -267,3 +270,33 @@ async def test_public_addresses_pass_and_are_the_ones_connected_to() -> None:
     assert await public_addresses("93.184.215.14", 443) == ["93.184.215.14"]
     assert await public_addresses("2606:4700::1111", 443) == ["2606:4700::1111"]
     assert await public_addresses("64:ff9b::808:808", 443) == ["64:ff9b::808:808"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://ada:hunter2@example.com:notaport/hook",  # invalid
+        "ftp://ada:hunter2@example.com/hook",  # not http(s)
+        "https://ada:hunter2@{{ customer.traits.name }}/hook",  # renders to an invalid url
+    ],
+)
+async def test_url_credentials_are_masked_in_delivery_errors(url: str) -> None:
+    client = HttpClient(user_agent="test")
+    channel = WebhookChannel(
+        client, TemplateRenderer(), default_secret=SecretStr(SECRET), timeout_s=1.0
+    )
+    action = make_action({"channel": "webhook", "url": url}, traits={"name": "[::1"})
+    try:
+        with pytest.raises(DeliveryError) as raised:
+            await channel.deliver(action, template_context(action))
+    finally:
+        await client.close()
+    assert "hunter2" not in str(raised.value)
+    assert "[redacted]@" in str(raised.value)
+
+
+def test_without_credentials_masks_only_the_userinfo() -> None:
+    text = "redirect to 'https://u:p@host/a@b?x=//y' and http://host/p"
+    assert without_credentials(text) == (
+        "redirect to 'https://[redacted]@host/a@b?x=//y' and http://host/p"
+    )

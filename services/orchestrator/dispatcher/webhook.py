@@ -32,6 +32,15 @@ _RESERVED_HEADERS = ("content-type", "webhook-id", "webhook-timestamp", "webhook
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
+_USERINFO = re.compile(r"(//)[^/?#@\s]*@")
+
+
+def without_credentials(text: str) -> str:
+    """``text`` with the user and password of any url in it masked: errors are kept in
+    history, dead letters and logs."""
+    return _USERINFO.sub(r"\1[redacted]@", text)
+
+
 @lru_cache(maxsize=1024)
 def _parse_url(text: str) -> httpx.URL:
     """Most rules post to one fixed url: each is parsed once."""
@@ -81,11 +90,13 @@ class WebhookChannel:
         try:
             url = _parse_url(rendered.strip())
         except httpx.InvalidURL as exc:
-            raise DeliveryError(f"the url {rendered!r} is invalid: {exc}", retriable=False) from exc
+            message = without_credentials(f"the url {rendered!r} is invalid: {exc}")
+            raise DeliveryError(message, retriable=False) from exc
         if url.scheme not in ("http", "https") or not url.host:
-            raise DeliveryError(
-                f"the url {rendered!r} is not an http:// or https:// address", retriable=False
+            message = without_credentials(
+                f"the url {rendered!r} is not an http:// or https:// address"
             )
+            raise DeliveryError(message, retriable=False)
         return url
 
     def _signing_key(self, rule_secret: object) -> bytes:
@@ -120,7 +131,7 @@ class WebhookChannel:
     def _refusal(self, url: httpx.URL, response: Answer) -> DeliveryError:
         status = response.status_code
         if 300 <= status < 400:
-            location = response.location or ""
+            location = without_credentials(response.location or "")
             return DeliveryError(
                 f"{url.host} answered HTTP {status} (redirect to {location!r}); "
                 "webhooks do not follow redirects: configure the final url",
