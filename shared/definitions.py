@@ -24,6 +24,7 @@ from pydantic import (
 
 from shared.durations import Duration, PositiveDuration
 from shared.topics import is_safar_topic
+from shared.webhook_secret import check_secret
 
 Key = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
 EventName = Annotated[str, Field(min_length=1, max_length=200)]
@@ -231,6 +232,8 @@ class Action(Definition):
             raise ValueError(f"the webhook url {url!r} must start with http:// or https://")
         if self.topic and is_safar_topic(self.topic.strip()):
             raise ValueError(f"{self.topic!r} is one of Safar's own topics")
+        if self.secret is not None:
+            check_secret(self.secret)
         return self
 
 

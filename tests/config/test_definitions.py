@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from services.api.config.diff import FieldChange, field_changes
 from shared.definition_checks import TemplateError, check_bundle, check_rule
 from shared.definitions import Bundle, ConfigSnapshot, QuietHours, Rule
 from shared.durations import format_duration, parse_duration
 from shared.expressions import ExpressionError
+from shared.settings import Settings
 
 THANK_YOU: dict[str, Any] = {
     "key": "thank-you",
@@ -225,9 +227,23 @@ def test_template_errors_name_the_field_and_line(
     assert str(caught.value).endswith(f"at line {line}")
 
 
-def test_a_webhook_secret_is_not_a_template() -> None:
-    action = {"channel": "webhook", "url": "https://x", "secret": "whsec_{{"}
-    check_rule(Rule.model_validate(rule(action=action)))
+@pytest.mark.parametrize(
+    ("secret", "message"),
+    [
+        ("whsec_{{ customer.id }}", "must be whsec_ followed by base64"),
+        ("whsec_", "is empty"),
+        ("whsec_" + base64.b64encode(b"k" * 15).decode(), "at least 16 bytes"),
+    ],
+)
+def test_a_webhook_secret_is_a_key_of_16_bytes_or_more(secret: str, message: str) -> None:
+    action = {"channel": "webhook", "url": "https://x", "secret": secret}
+    with pytest.raises(ValidationError, match=message):
+        Rule.model_validate(rule(action=action))
+    with pytest.raises(ValidationError, match=message):
+        Settings(webhook_secret=SecretStr(secret))  # the installation's, likewise
+    good = "whsec_" + base64.b64encode(b"k" * 16).decode()
+    check_rule(Rule.model_validate(rule(action=action | {"secret": good})))
+    assert Settings(webhook_secret=SecretStr(good)).webhook_secret is not None
 
 
 def test_bundle_checks_prefix_the_item() -> None:

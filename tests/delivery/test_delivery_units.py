@@ -22,10 +22,11 @@ from services.orchestrator.dispatcher.retry_policy import (
     is_retriable_status,
     parse_retry_after,
 )
-from services.orchestrator.dispatcher.signatures import decode_secret, sign, signature_headers
+from services.orchestrator.dispatcher.signatures import sign, signature_headers
 from services.orchestrator.dispatcher.webhook import WebhookChannel, without_credentials
 from shared.definition_checks import TemplateError, check_template
 from shared.templates import TemplateRenderer, TemplateRenderError, template_context
+from shared.webhook_secret import decode_secret
 from tests.delivery.conftest import SECRET, make_action
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

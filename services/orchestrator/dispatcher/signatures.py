@@ -8,24 +8,8 @@ the decoded bytes of a ``whsec_<base64>`` secret; receivers verify with the
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
-
-SECRET_PREFIX = "whsec_"
-
-
-def decode_secret(secret: str) -> bytes:
-    """The HMAC key of a ``whsec_<base64>`` secret; the prefix is optional, as the
-    standard's own libraries accept it either way. Raises ``ValueError`` when unusable."""
-    encoded = secret.strip().removeprefix(SECRET_PREFIX)
-    try:
-        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
-    except binascii.Error as exc:
-        raise ValueError(f"a webhook secret must be whsec_ followed by base64 ({exc})") from exc
-    if not key:
-        raise ValueError("the webhook secret is empty")
-    return key
 
 
 def sign(key: bytes, message_id: str, timestamp: int, body: bytes) -> str:

@@ -23,9 +23,10 @@ from services.orchestrator.dispatcher.channels import Delivered, envelope
 from services.orchestrator.dispatcher.exceptions import DeliveryError
 from services.orchestrator.dispatcher.http_client import Answer, HttpClient, HttpError
 from services.orchestrator.dispatcher.retry_policy import is_retriable_status, parse_retry_after
-from services.orchestrator.dispatcher.signatures import decode_secret, signature_headers
+from services.orchestrator.dispatcher.signatures import signature_headers
 from shared.actions import ActionRecord
 from shared.templates import TemplateRenderer
+from shared.webhook_secret import decode_secret
 
 USER_AGENT = "Safar-Webhooks/1"
 _RESERVED_HEADERS = ("content-type", "webhook-id", "webhook-timestamp", "webhook-signature")
