@@ -100,18 +100,24 @@ async def test_a_refused_recipient_fails_at_once(
     refused = make_action(
         {"channel": "email", "to": mailbox.refuse, "subject": "Hi", "body": "Hello"}
     )
-    empty = make_action(
-        {"channel": "email", "to": "{{ customer.traits.email }}", "subject": "Hi", "body": "."}
+    to_trait = {"channel": "email", "to": "{{ customer.traits.email }}", "subject": "Hi"}
+    empty = make_action(to_trait | {"body": "."})
+    # A customer's trait naming more recipients than the customer: none of them gets it.
+    several = make_action(
+        to_trait | {"body": "Your reset link"},
+        traits={"email": "ada@example.com, eve@example.com"},
     )
     dlq = await read_topic(Topics(dispatch_settings.namespace).dlq)
     await start_dispatcher(smtp_host="127.0.0.1", smtp_port=port)
-    await publish(producer, dispatch_settings, refused, empty)
+    await publish(producer, dispatch_settings, refused, empty, several)
 
-    letters = await dlq.wait_for(lambda d: len(d) >= 2, "two dead letters")
+    letters = await dlq.wait_for(lambda d: len(d) >= 3, "three dead letters")
     errors = {letter["original"]["action_id"]: letter for letter in letters}
     assert errors[refused.action_id]["attempts"] == 1
     assert "550" in errors[refused.action_id]["error"]
     assert "renders empty" in errors[empty.action_id]["error"]
+    assert "one address" in errors[several.action_id]["error"]
+    assert errors[several.action_id]["attempts"] == 1
     assert mailbox.messages == []
 
 

@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.message import EmailMessage
-from email.utils import format_datetime
+from email.utils import format_datetime, getaddresses
 from typing import Any
 
 import aiosmtplib
@@ -79,6 +79,12 @@ class EmailChannel:
         to = render(str(spec.get("to") or ""), context, field="to").strip()
         if not to:
             raise DeliveryError("the recipient (to) renders empty", retriable=False)
+        recipients = getaddresses([to])
+        if len(recipients) != 1 or "@" not in recipients[0][1]:
+            # A trait such as "ada@example.com, eve@example.com" would mail both.
+            raise DeliveryError(
+                f"the recipient (to) must be one address; it renders to {to!r}", retriable=False
+            )
         subject = render(str(spec.get("subject") or ""), context, field="subject").strip()
         body = spec.get("body")
         html = spec.get("html")
