@@ -30,12 +30,16 @@ def seal(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def unseal(spec: dict[str, Any], rule_spec: dict[str, Any]) -> dict[str, Any]:
-    """A record's action block with its credentials taken from ``rule_spec``, the rule's
-    action block as configured now (a rotated secret is the new one)."""
-    if "sealed" not in spec:
+    """A record's action block with the credentials it names taken from ``rule_spec``, the
+    rule's action block as configured now (a rotated secret is the new one). Only those it
+    names: headers added to the rule since may not suit the record's url."""
+    sealed = spec.get("sealed")
+    if not isinstance(sealed, list):
         return spec
     full = {name: value for name, value in spec.items() if name != "sealed"}
-    full.update({name: rule_spec[name] for name in SEALED_FIELDS if name in rule_spec})
+    full.update(
+        {name: rule_spec[name] for name in SEALED_FIELDS if name in sealed and name in rule_spec}
+    )
     return full
 
 

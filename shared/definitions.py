@@ -189,6 +189,15 @@ def _payload_problem(payload: Any) -> str | None:
     return None
 
 
+def _templated_host(url: str) -> bool:
+    """Whether a webhook url template may render to a host it does not spell out."""
+    scheme, found, rest = url.partition("://")
+    if not found or "{" in scheme:
+        return True
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    return "{{" in authority or "{%" in authority
+
+
 class Action(Definition):
     """What to do, per channel (DESIGN §7). Strings are Jinja2 templates, except
     ``channel`` and ``secret``; in ``payload`` every string value is a template."""
@@ -230,6 +239,11 @@ class Action(Definition):
         url = (self.url or "").strip()
         if url and not url.startswith(("http://", "https://", "{{")):
             raise ValueError(f"the webhook url {url!r} must start with http:// or https://")
+        if url and self.headers and _templated_host(url):
+            raise ValueError(
+                "a webhook whose host comes from a template cannot have headers: they would "
+                "go to whatever host a trait or event names; template only the path"
+            )
         if self.topic and is_safar_topic(self.topic.strip()):
             raise ValueError(f"{self.topic!r} is one of Safar's own topics")
         if self.secret is not None:

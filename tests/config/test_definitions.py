@@ -302,3 +302,24 @@ def test_field_changes_point_at_leaves() -> None:
         FieldChange("holdout", None, 0.1),
     ]
     assert field_changes(before, before) == []
+
+
+@pytest.mark.parametrize(
+    ("url", "refused"),
+    [
+        ("{{ customer.traits.hook }}", True),
+        ("https://{{ customer.traits.host }}/hook", True),
+        ("https://crm.example{% if true %}.evil{% endif %}/hook", True),
+        ("https://{{ customer.traits.tenant }}.crm.example/hook", True),
+        ("https://crm.example/hooks/{{ customer.id }}?c={{ trigger.name }}", False),
+        ("https://crm.example:8443/hook#{{ rule.key }}", False),
+    ],
+)
+def test_headers_never_go_to_a_host_a_template_chooses(url: str, refused: bool) -> None:
+    action = {"channel": "webhook", "url": url, "headers": {"Authorization": "Bearer t"}}
+    if refused:
+        with pytest.raises(ValidationError, match="host comes from a template"):
+            Rule.model_validate(rule(action=action))
+    else:
+        Rule.model_validate(rule(action=action))
+    Rule.model_validate(rule(action={"channel": "webhook", "url": url}))  # no headers: fine

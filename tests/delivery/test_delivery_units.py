@@ -24,6 +24,7 @@ from services.orchestrator.dispatcher.retry_policy import (
 )
 from services.orchestrator.dispatcher.signatures import sign, signature_headers
 from services.orchestrator.dispatcher.webhook import WebhookChannel, without_credentials
+from shared.actions import seal, unseal
 from shared.definition_checks import TemplateError, check_template
 from shared.templates import TemplateRenderer, TemplateRenderError, template_context
 from shared.webhook_secret import decode_secret
@@ -301,3 +302,26 @@ def test_without_credentials_masks_only_the_userinfo() -> None:
     assert without_credentials(text) == (
         "redirect to 'https://[redacted]@host/a@b?x=//y' and http://host/p"
     )
+
+
+def test_unsealing_takes_only_the_credentials_the_record_names() -> None:
+    rule_now = {
+        "channel": "webhook",
+        "url": "https://crm.example/new",
+        "secret": "whsec_new",
+        "headers": {"Authorization": "Bearer new"},
+    }
+    # Decided when the rule had a secret and no headers (its url may have been templated).
+    record = seal({"channel": "webhook", "url": "https://{{ trigger.host }}/", "secret": "s"})
+    assert record == {
+        "channel": "webhook",
+        "url": "https://{{ trigger.host }}/",
+        "sealed": ["secret"],
+    }
+    assert unseal(record, rule_now) == {
+        "channel": "webhook",
+        "url": "https://{{ trigger.host }}/",
+        "secret": "whsec_new",
+    }
+    plain = {"channel": "webhook", "url": "https://crm.example/"}
+    assert seal(plain) is plain and unseal(plain, rule_now) is plain

@@ -466,9 +466,14 @@ class Dispatcher:
         """The action with the credentials its record leaves out (``sealed``) taken from its
         rule as configured now (waiting for a configuration when none is loaded yet); an
         action whose rule is no longer active cannot have them."""
-        sealed = action.spec.get("sealed")
-        if not sealed:
+        if "sealed" not in action.spec:
             return action
+        sealed = action.spec["sealed"]
+        if not isinstance(sealed, list) or not all(isinstance(name, str) for name in sealed):
+            raise DeliveryError(
+                f"the action's sealed is not a list of field names: {sealed!r:.100}",
+                retriable=False,
+            )
         if not self._config.loaded.is_set():
             log.info("action %s waits for a configuration (is the api running?)", action.action_id)
             await self._config.loaded.wait()
@@ -477,7 +482,7 @@ class Dispatcher:
         if rule is None or rule.definition.action.channel != action.channel:
             raise DeliveryError(
                 f"rule {action.rule!r} is no longer active with a {action.channel} action: its "
-                f"{' and '.join(map(str, sealed))}, kept only in the configuration, are gone",
+                f"{' and '.join(sealed)}, kept only in the configuration, are gone",
                 retriable=False,
             )
         return dataclasses.replace(action, spec=unseal(action.spec, rule.action_spec))
