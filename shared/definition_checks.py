@@ -9,6 +9,7 @@ Field names in errors are paths into the definition as written: ``if``,
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from jinja2 import TemplateSyntaxError
@@ -16,6 +17,7 @@ from jinja2 import TemplateSyntaxError
 from shared.definitions import CHANNEL_FIELDS, Bundle, Journey, Rule
 from shared.expressions import compile_expression
 from shared.templates import Sandbox
+from shared.webhook_secret import check_secret
 
 # Parsing needs no globals; one environment serves every check and is never rendered with.
 _TEMPLATES = Sandbox(autoescape=False)
@@ -32,6 +34,25 @@ class TemplateError(ValueError):
         self.line = line
         self.reason = reason
         super().__init__(f"{field}: {reason} at line {line}")
+
+
+class DefinitionError(ValueError):
+    """A field that parses but may not be saved, say a webhook secret too short to be safe.
+    (Checked when saving only: configurations saved before the check still load.)"""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}")
+
+
+def templated_host(url: str) -> bool:
+    """Whether a webhook url template may render to a host it does not spell out."""
+    scheme, found, rest = url.strip().partition("://")
+    if not found or "{" in scheme:
+        return True
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    return "{{" in authority or "{%" in authority
 
 
 def check_template(source: str, field: str) -> None:
@@ -63,7 +84,8 @@ def check_journey(journey: Journey, where: str = "") -> None:
 
 
 def check_rule(rule: Rule, where: str = "") -> None:
-    """Raise ExpressionError or TemplateError for the first part of ``rule`` that fails."""
+    """Raise ExpressionError, TemplateError or DefinitionError for the first part of
+    ``rule`` that fails."""
     if rule.if_ is not None:
         compile_expression(rule.if_, f"{where}if")
     if rule.wait is not None:
@@ -74,6 +96,17 @@ def check_rule(rule: Rule, where: str = "") -> None:
     if rule.goal is not None and rule.goal.match is not None:
         compile_expression(rule.goal.match, f"{where}goal.match")
     action = rule.action
+    if action.secret is not None:
+        try:
+            check_secret(action.secret)
+        except ValueError as exc:
+            raise DefinitionError(f"{where}action.secret", str(exc)) from None
+    if action.url and action.headers and templated_host(action.url):
+        raise DefinitionError(
+            f"{where}action.headers",
+            "a webhook whose host comes from a template cannot have headers: they would go "
+            "to whatever host a trait or event names; template only the path",
+        )
     for name in CHANNEL_FIELDS[action.channel]:
         value = getattr(action, name)
         if name == "secret" or value is None:

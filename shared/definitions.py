@@ -24,7 +24,6 @@ from pydantic import (
 
 from shared.durations import Duration, PositiveDuration
 from shared.topics import is_safar_topic
-from shared.webhook_secret import check_secret
 
 Key = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
 EventName = Annotated[str, Field(min_length=1, max_length=200)]
@@ -33,7 +32,10 @@ _CLOCK = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 
 
 class Definition(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+    # Errors never quote the input: it may hold a webhook secret or header values.
+    model_config = ConfigDict(
+        extra="forbid", populate_by_name=True, frozen=True, hide_input_in_errors=True
+    )
 
     def document(self) -> dict[str, Any]:
         """The JSON form as stored and compared: aliases (``if``, ``for``), no nulls."""
@@ -189,15 +191,6 @@ def _payload_problem(payload: Any) -> str | None:
     return None
 
 
-def _templated_host(url: str) -> bool:
-    """Whether a webhook url template may render to a host it does not spell out."""
-    scheme, found, rest = url.partition("://")
-    if not found or "{" in scheme:
-        return True
-    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
-    return "{{" in authority or "{%" in authority
-
-
 class Action(Definition):
     """What to do, per channel (DESIGN §7). Strings are Jinja2 templates, except
     ``channel`` and ``secret``; in ``payload`` every string value is a template."""
@@ -239,15 +232,8 @@ class Action(Definition):
         url = (self.url or "").strip()
         if url and not url.startswith(("http://", "https://", "{{")):
             raise ValueError(f"the webhook url {url!r} must start with http:// or https://")
-        if url and self.headers and _templated_host(url):
-            raise ValueError(
-                "a webhook whose host comes from a template cannot have headers: they would "
-                "go to whatever host a trait or event names; template only the path"
-            )
         if self.topic and is_safar_topic(self.topic.strip()):
             raise ValueError(f"{self.topic!r} is one of Safar's own topics")
-        if self.secret is not None:
-            check_secret(self.secret)
         return self
 
 
@@ -312,7 +298,7 @@ class ConfigSnapshot(BaseModel):
     a re-delivered decision of the same version is recognised as a duplicate.
     """
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, hide_input_in_errors=True)
 
     schema_: int = Field(default=CONFIG_SCHEMA, alias="schema")
     version: int

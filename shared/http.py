@@ -14,7 +14,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from shared.definition_checks import TemplateError
+from shared.definition_checks import DefinitionError, TemplateError
 from shared.expressions import ExpressionError
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,13 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(ExpressionError, expression_error)
+
+    async def definition_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, DefinitionError)
+        return error_response(422, "invalid", str(exc))
+
     app.add_exception_handler(TemplateError, template_error)
+    app.add_exception_handler(DefinitionError, definition_error)
     app.add_exception_handler(Exception, unexpected_error)
 
 

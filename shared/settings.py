@@ -18,7 +18,10 @@ from shared.webhook_secret import check_secret
 class Settings(BaseSettings):
     """Connection strings, ports and knobs for all services."""
 
-    model_config = SettingsConfigDict(env_prefix="SAFAR_", frozen=True, extra="ignore")
+    # Errors never quote a value: it may be a secret.
+    model_config = SettingsConfigDict(
+        env_prefix="SAFAR_", frozen=True, extra="ignore", hide_input_in_errors=True
+    )
 
     # External services. Unset means `safar dev` (or the tests) start the embedded part.
     kafka_bootstrap: str | None = None

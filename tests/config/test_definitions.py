@@ -10,7 +10,7 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from services.api.config.diff import FieldChange, field_changes
-from shared.definition_checks import TemplateError, check_bundle, check_rule
+from shared.definition_checks import DefinitionError, TemplateError, check_bundle, check_rule
 from shared.definitions import Bundle, ConfigSnapshot, QuietHours, Rule
 from shared.durations import format_duration, parse_duration
 from shared.expressions import ExpressionError
@@ -237,13 +237,25 @@ def test_template_errors_name_the_field_and_line(
 )
 def test_a_webhook_secret_is_a_key_of_16_bytes_or_more(secret: str, message: str) -> None:
     action = {"channel": "webhook", "url": "https://x", "secret": secret}
-    with pytest.raises(ValidationError, match=message):
-        Rule.model_validate(rule(action=action))
-    with pytest.raises(ValidationError, match=message):
+    parsed = Rule.model_validate(rule(action=action))  # a stored rule still loads...
+    with pytest.raises(DefinitionError, match=message) as caught:
+        check_rule(parsed)  # ...but cannot be saved
+    assert caught.value.field == "action.secret"
+    assert secret not in str(caught.value)
+    with pytest.raises(ValidationError, match=message) as refused:
         Settings(webhook_secret=SecretStr(secret))  # the installation's, likewise
+    assert secret not in str(refused.value)
     good = "whsec_" + base64.b64encode(b"k" * 16).decode()
     check_rule(Rule.model_validate(rule(action=action | {"secret": good})))
     assert Settings(webhook_secret=SecretStr(good)).webhook_secret is not None
+
+
+def test_an_unreadable_snapshot_error_does_not_quote_header_values() -> None:
+    action = {"channel": "webhook", "url": "https://x", "headers": {"A": "Bearer tok-1"}}
+    bad = {"version": 1, "bundle": {"rules": [rule(action=action, holdout=2)]}}
+    with pytest.raises(ValidationError) as caught:
+        ConfigSnapshot.model_validate(bad)
+    assert "tok-1" not in str(caught.value)
 
 
 def test_bundle_checks_prefix_the_item() -> None:
@@ -317,9 +329,10 @@ def test_field_changes_point_at_leaves() -> None:
 )
 def test_headers_never_go_to_a_host_a_template_chooses(url: str, refused: bool) -> None:
     action = {"channel": "webhook", "url": url, "headers": {"Authorization": "Bearer t"}}
+    parsed = Rule.model_validate(rule(action=action))
     if refused:
-        with pytest.raises(ValidationError, match="host comes from a template"):
-            Rule.model_validate(rule(action=action))
+        with pytest.raises(DefinitionError, match="host comes from a template"):
+            check_rule(parsed)
     else:
-        Rule.model_validate(rule(action=action))
-    Rule.model_validate(rule(action={"channel": "webhook", "url": url}))  # no headers: fine
+        check_rule(parsed)
+    check_rule(Rule.model_validate(rule(action={"channel": "webhook", "url": url})))

@@ -120,6 +120,24 @@ CEL_AND_TEMPLATE_ERRORS = [
         "action.message: ",
         "at line 3",
     ),
+    (
+        {"action": {**WEBHOOK, "secret": "whsec_c2hvcnRrZXk="}},  # 8 bytes
+        "invalid",
+        "action.secret: ",
+        "at least 16 bytes",
+    ),
+    (
+        {
+            "action": {
+                **WEBHOOK,
+                "url": "https://{{ customer.traits.host }}/h",
+                "headers": {"A": "b"},
+            }
+        },
+        "invalid",
+        "action.headers: ",
+        "host comes from a template",
+    ),
 ]
 
 

@@ -298,7 +298,7 @@ async def test_url_credentials_are_masked_in_delivery_errors(url: str) -> None:
 
 
 def test_without_credentials_masks_only_the_userinfo() -> None:
-    text = "redirect to 'https://u:p@host/a@b?x=//y' and http://host/p"
+    text = "redirect to 'https://u:p@ss@host/a@b?x=//y' and http://host/p"
     assert without_credentials(text) == (
         "redirect to 'https://[redacted]@host/a@b?x=//y' and http://host/p"
     )

@@ -19,6 +19,7 @@ from services.orchestrator.active_config import ActiveConfig
 from shared.actions import ActionRecord
 from shared.definitions import Bundle, ConfigSnapshot
 from shared.dispatch_keys import DispatchKeys
+from shared.engine.compiled import CompiledConfig
 from shared.engine.process import process_event
 from shared.events import format_time
 from shared.profile import Profile
@@ -404,12 +405,34 @@ async def _count(receiver: WebhookReceiver, path: str) -> int:
     return len(receiver.at(path))
 
 
-def _thank_you(url: str, bearer: str | None) -> ConfigSnapshot:
-    action: dict[str, object] = {"channel": "webhook", "url": url, "secret": SECRET}
-    if bearer is not None:
-        action["headers"] = {"Authorization": f"Bearer {bearer}"}
+def _thank_you(url: str, bearer: str, version: int = 1) -> ConfigSnapshot:
+    action = {
+        "channel": "webhook",
+        "url": url,
+        "secret": SECRET,
+        "headers": {"Authorization": f"Bearer {bearer}"},
+    }
     rule = {"key": "thank-you", "trigger": {"event": "Order Completed"}, "action": action}
-    return ConfigSnapshot(version=1, bundle=Bundle.model_validate({"rules": [rule]}))
+    return ConfigSnapshot(
+        version=version,
+        bundle=Bundle.model_validate({"rules": [rule]}),
+        rule_versions={"thank-you": version},
+    )
+
+
+def _decided(snapshot: ConfigSnapshot) -> ActionRecord:
+    """An action as the events loop decides it under ``snapshot``, for a new order."""
+    outcome = process_event(
+        Profile(id="ada"),
+        track("Order Completed", "ada"),
+        CompiledConfig.compile(snapshot),
+        datetime.now(UTC),
+        partition=0,
+        offset=0,
+        dedupe_window=20,
+    )
+    [action] = outcome.effects.actions
+    return action
 
 
 async def test_webhook_credentials_stay_out_of_action_records(
@@ -420,33 +443,19 @@ async def test_webhook_credentials_stay_out_of_action_records(
     read_topic: Reader,
 ) -> None:
     url = receiver.script("sealed", [Reply()])
+    v1 = _thank_you(url, "first-token")
     config = ActiveConfig()
-    config.update(_thank_you(url, "first-token"))
-
-    def decided() -> ActionRecord:
-        """An action as the events loop decides it, for a new order."""
-        current = config.current
-        assert current is not None
-        outcome = process_event(
-            Profile(id="ada"),
-            track("Order Completed", "ada"),
-            current,
-            datetime.now(UTC),
-            partition=0,
-            offset=0,
-            dedupe_window=20,
-        )
-        [action] = outcome.effects.actions
-        return action
-
-    first = decided()
+    config.update(v1)
+    first = _decided(v1)
     # Neither the signing secret nor the header value is in what goes to Kafka (and from
     # there to retry schedules and dead letters); the record names what it leaves out.
     raw = first.to_json()
     assert SECRET.encode() not in raw and b"first-token" not in raw
     assert first.spec == {"channel": "webhook", "url": url, "sealed": ["secret", "headers"]}
 
-    dlq = await read_topic(Topics(dispatch_settings.namespace).dlq)
+    topics = Topics(dispatch_settings.namespace)
+    dlq = await read_topic(topics.dlq)
+    history = await read_topic(topics.history)
     # No global secret: only the rule's own secret can sign what the receiver verifies.
     await start_dispatcher(config=config, webhook_secret=None)
     await publish(producer, dispatch_settings, first)
@@ -455,24 +464,45 @@ async def test_webhook_credentials_stay_out_of_action_records(
     assert delivery.verified
     assert delivery.headers["authorization"] == "Bearer first-token"
 
-    # A credential rotated after the decision: the action goes with the one in force.
-    second = decided()
+    # A token rotated after the decision: the action goes with the one in force.
+    second = _decided(v1)
     config.update(_thank_you(url, "second-token"))
     await publish(producer, dispatch_settings, second)
     await eventually(lambda: _count(receiver, "sealed"), lambda n: n >= 2, what="delivery")
     assert receiver.at("sealed")[1].headers["authorization"] == "Bearer second-token"
     assert receiver.at("sealed")[1].verified
 
-    # The rule is disabled before its action goes: its credentials are gone, so the action
-    # fails at once, and its dead letter has no credential either.
-    third = decided()
-    config.update(ConfigSnapshot(version=2, bundle=Bundle()))
+    # Decided under version 2 while this dispatcher still has version 1 (each process
+    # follows the configuration on its own): retried, and sent once it has caught up.
+    v2 = _thank_you(url, "third-token", version=2)
+    third = _decided(v2)
     await publish(producer, dispatch_settings, third)
-    [letter] = await dlq.wait_for(lambda d: len(d) >= 1, "a dead letter")
-    assert letter["original"]["action_id"] == third.action_id
-    assert "rule 'thank-you' is no longer active" in letter["error"]
-    assert "secret and headers" in letter["error"]
-    assert (
-        b"second-token" not in orjson.dumps(letter) and SECRET not in orjson.dumps(letter).decode()
+    await history.wait_for(
+        lambda h: any(r["status"] == "retrying" for r in action_records(h, third.action_id)),
+        "a retry",
     )
-    assert len(receiver.at("sealed")) == 2
+    config.update(v2)
+    await eventually(lambda: _count(receiver, "sealed"), lambda n: n >= 3, what="delivery")
+    assert receiver.at("sealed")[2].headers["authorization"] == "Bearer third-token"
+
+    # The rule's url changed since the decision: its credentials are for the new url only.
+    moved = _decided(v2)
+    config.update(_thank_you(receiver.script("moved", [Reply()]), "fourth-token", version=3))
+    await publish(producer, dispatch_settings, moved)
+    [letter] = await dlq.wait_for(lambda d: len(d) >= 1, "a dead letter")
+    assert letter["original"]["action_id"] == moved.action_id
+    assert letter["attempts"] == 1
+    assert "now has another webhook target" in letter["error"]
+
+    # The rule is disabled before its action goes: after the retries, it fails, and its
+    # dead letter has no credential either.
+    gone = _decided(_thank_you(receiver.script("moved", [Reply()]), "x", version=3))
+    config.update(ConfigSnapshot(version=4, bundle=Bundle()))
+    await publish(producer, dispatch_settings, gone)
+    letters = await dlq.wait_for(lambda d: len(d) >= 2, "a second dead letter")
+    assert letters[1]["original"]["action_id"] == gone.action_id
+    assert "is not in this dispatcher's configuration" in letters[1]["error"]
+    assert "secret and headers" in letters[1]["error"]
+    dumped = orjson.dumps(letters)
+    assert b"-token" not in dumped and SECRET.encode() not in dumped
+    assert len(receiver.at("sealed")) == 3 and receiver.at("moved") == []

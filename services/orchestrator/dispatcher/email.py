@@ -80,8 +80,10 @@ class EmailChannel:
         if not to:
             raise DeliveryError("the recipient (to) renders empty", retriable=False)
         recipients = getaddresses([to])
-        if len(recipients) != 1 or "@" not in recipients[0][1]:
-            # A trait such as "ada@example.com, eve@example.com" would mail both.
+        templated = "{{" in str(spec.get("to")) or "{%" in str(spec.get("to"))
+        if templated and (len(recipients) != 1 or "@" not in recipients[0][1]):
+            # A trait such as "ada@example.com, eve@example.com" would mail both; a list the
+            # rule spells out is the rule's own.
             raise DeliveryError(
                 f"the recipient (to) must be one address; it renders to {to!r}", retriable=False
             )

@@ -435,7 +435,7 @@ class Dispatcher:
             )
         else:
             try:
-                unsealed = await self._unsealed(action)
+                unsealed = self._unsealed(action)
                 delivered = await channel.deliver(unsealed, template_context(action))
             except TemplateRenderError as exc:  # the same template never renders
                 error = DeliveryError(str(exc), retriable=False)
@@ -462,10 +462,10 @@ class Dispatcher:
             await self._failed(action, attempt, error, decision, now, scheduled=scheduled)
         metrics.ACTIONS.labels(label, decision.status).inc()
 
-    async def _unsealed(self, action: ActionRecord) -> ActionRecord:
+    def _unsealed(self, action: ActionRecord) -> ActionRecord:
         """The action with the credentials its record leaves out (``sealed``) taken from its
-        rule as configured now (waiting for a configuration when none is loaded yet); an
-        action whose rule is no longer active cannot have them."""
+        rule as configured now: a rotated secret or token is the new one. Only for the url
+        the record has: credentials go nowhere else."""
         if "sealed" not in action.spec:
             return action
         sealed = action.spec["sealed"]
@@ -474,18 +474,24 @@ class Dispatcher:
                 f"the action's sealed is not a list of field names: {sealed!r:.100}",
                 retriable=False,
             )
-        if not self._config.loaded.is_set():
-            log.info("action %s waits for a configuration (is the api running?)", action.action_id)
-            await self._config.loaded.wait()
         config = self._config.current
         rule = config.rules.get(action.rule) if config is not None else None
-        if rule is None or rule.definition.action.channel != action.channel:
+        if rule is None or rule.version < action.rule_version:
+            # This process may not have the configuration the action was decided under yet
+            # (each follows safar.config on its own); else the rule was disabled or deleted.
             raise DeliveryError(
-                f"rule {action.rule!r} is no longer active with a {action.channel} action: its "
-                f"{' and '.join(sealed)}, kept only in the configuration, are gone",
+                f"rule {action.rule!r} (version {action.rule_version}) is not in this "
+                f"dispatcher's configuration, which holds its {' and '.join(sealed)}",
+                retriable=True,
+            )
+        spec = rule.action_spec
+        if spec.get("channel") != action.channel or spec.get("url") != action.spec.get("url"):
+            raise DeliveryError(
+                f"rule {action.rule!r} now has another {action.channel} target: its "
+                f"{' and '.join(sealed)} are for that one",
                 retriable=False,
             )
-        return dataclasses.replace(action, spec=unseal(action.spec, rule.action_spec))
+        return dataclasses.replace(action, spec=unseal(action.spec, spec))
 
     async def _sent(
         self,

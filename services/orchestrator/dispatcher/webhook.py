@@ -33,7 +33,7 @@ _RESERVED_HEADERS = ("content-type", "webhook-id", "webhook-timestamp", "webhook
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
-_USERINFO = re.compile(r"(//)[^/?#@\s]*@")
+_USERINFO = re.compile(r"(//)[^/?#\s]*@")  # to the last @ before the path
 
 
 def without_credentials(text: str) -> str:
