@@ -55,6 +55,7 @@ class OpenGoal:
     event: str
     until: float
     trigger: dict[str, Any] | None = None
+    since: float = 0.0  # goal events stamped before this (when the action went) do not count
 
 
 @dataclass(slots=True)

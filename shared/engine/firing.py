@@ -36,13 +36,33 @@ def build_action(
 
 
 def _open_goal(
-    profile: Profile, rule: CompiledRule, aid: str, group: str, trigger: Any, now: datetime
+    profile: Profile,
+    rule: CompiledRule,
+    aid: str,
+    group: str,
+    trigger: Any,
+    now: datetime,
+    wait: PendingWait | None,
 ) -> None:
     goal = rule.definition.goal
     if goal is None:
         return
     until = now.timestamp() + goal.within.total_seconds()
-    profile.goals.append(OpenGoal(rule.key, aid, group, goal.event, until, trigger))  # type: ignore[arg-type]
+    profile.goals.append(
+        OpenGoal(rule.key, aid, group, goal.event, until, trigger, _sent_at(trigger, wait))  # type: ignore[arg-type]
+    )
+
+
+def _sent_at(trigger: dict[str, Any] | None, wait: PendingWait | None) -> float:
+    """When, in the events' own time, the action went (or would have): its wait's due time,
+    else its trigger's timestamp. A goal event stamped earlier did not follow it."""
+    if wait is not None:
+        return wait.due
+    stamp = trigger.get("timestamp") if trigger else None
+    try:
+        return datetime.fromisoformat(stamp).timestamp() if isinstance(stamp, str) else 0.0
+    except ValueError:
+        return 0.0
 
 
 def decide_send(
@@ -67,7 +87,7 @@ def decide_send(
 
     if in_holdout(profile.id, rule.key, definition.holdout):
         outcome("held_out")
-        _open_goal(profile, rule, aid, "holdout", trigger, now)
+        _open_goal(profile, rule, aid, "holdout", trigger, now, wait)
         _drop(profile, wait)
         return "held_out"
     if over_limit(profile, rule.key, definition.limits, now_s):
@@ -97,7 +117,7 @@ def decide_send(
         outcome("scheduled", f"quiet hours: deferred to {format_time(until)}")
         return "deferred"
     record_fire(profile, rule.key, definition.limits, now_s)
-    _open_goal(profile, rule, aid, "treated", trigger, now)
+    _open_goal(profile, rule, aid, "treated", trigger, now, wait)
     outcome("fired")
     _drop(profile, wait)
     effects.actions.append(build_action(rule, profile, aid, trigger, trigger_received_at, now))

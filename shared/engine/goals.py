@@ -28,7 +28,7 @@ def record_conversions(
     for goal in profile.goals:
         if goal.until < stamped:
             continue
-        if event.type != "track" or event.name != goal.event:
+        if event.type != "track" or event.name != goal.event or stamped < goal.since:
             keep.append(goal)
             continue
         rule = config.rules.get(goal.rule)

@@ -236,6 +236,35 @@ def test_goals_attribute_a_later_event_to_the_action() -> None:
     assert profile.goals == []
 
 
+def test_a_goal_event_stamped_before_its_action_does_not_convert_it() -> None:
+    goal = {"event": "Order Completed", "within": "14d"}
+    thanks = {"key": "loyalty", "trigger": {"event": "Referral Sent"}, "goal": goal}
+    # A plain delay: the nudge goes 30 minutes after the cart, whatever happens meanwhile.
+    nudge = {
+        "key": "nudge",
+        "trigger": {"event": "Product Added"},
+        "wait": {"for": "30m"},
+        "goal": goal,
+    }
+    config = bundle_config(None, [thanks | {"action": webhook()}, nudge | {"action": webhook()}])
+    profile, outcomes = feed(config, [track("Referral Sent", minutes=10)])
+    # An order placed before the referral, arriving late: not a conversion of its action.
+    profile, outcomes = feed(config, [track("Order Completed", minutes=5)], profile)
+    assert outcomes[0].effects.conversions == []
+    assert len(profile.goals) == 1  # still open for a later order
+
+    profile, _ = feed(config, [track("Product Added", minutes=20)], profile)
+    fired = fire_wait(profile, "nudge", "", config, T0 + timedelta(minutes=51))
+    assert len(fired.actions) == 1
+    # An order stamped before the nudge went (at 20 + 30 minutes), arriving after it,
+    # converts the referral's action only; the next one converts the nudge.
+    profile, outcomes = feed(config, [track("Order Completed", minutes=45)], profile)
+    assert [c.rule for c in outcomes[0].effects.conversions] == ["loyalty"]
+    profile, outcomes = feed(config, [track("Order Completed", minutes=55)], profile)
+    assert [c.rule for c in outcomes[0].effects.conversions] == ["nudge"]
+    assert profile.goals == []
+
+
 def test_goal_windows_expire() -> None:
     rule = {
         "key": "loyalty",
