@@ -6,6 +6,7 @@ them in one slot and a Lua script may touch them together.
 
 from __future__ import annotations
 
+import re
 import zlib
 from dataclasses import dataclass
 
@@ -56,6 +57,11 @@ class CustomerKeys:
     @staticmethod
     def timer_member(customer_id: str, rule: str, key: str) -> str:
         return f"{customer_id}{_SEP_CUSTOMER}{rule}{_SEP_KEY}{key}"
+
+    @staticmethod
+    def timer_members_of(customer_id: str) -> str:
+        """A ``MATCH`` pattern for every timer member of this customer."""
+        return re.sub(r"([*?\[\]\\])", r"\\\1", customer_id) + _SEP_CUSTOMER + "*"
 
     @staticmethod
     def parse_timer_member(member: str) -> tuple[str, str, str]:

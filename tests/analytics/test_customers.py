@@ -417,10 +417,26 @@ async def test_erasure_deletes_the_customers_keys_by_name_and_nothing_that_looks
         theirs = orjson.dumps({"action_id": "act-2", "customer_id": "act-1"})
         await redis.hset(dispatch.retry_actions, "act-2", theirs)
         await redis.zadd(dispatch.retry_due, {"act-2": 1})
+        # Timer entries: theirs, even one whose wait their (unreadable) profile does not
+        # show, go; those of customers whose ids a pattern would also match stay.
+        timers: dict[str, list[str]] = {}
+        # One that "act-?" as a plain pattern would match, in the same shard.
+        shard_of = keys.timer_shard("act-?", 4)
+        alike = next(
+            f"act-{c}" for c in "abcdefghij" if keys.timer_shard(f"act-{c}", 4) == shard_of
+        )
+        for customer in ("retries", "act-1", "act-10", "act-?", alike, "act-["):
+            for rule in ("nudge", "ask"):
+                shard = keys.timer_shard(customer, 4)
+                member = keys.timer_member(customer, rule, "cart-1")
+                await redis.zadd(shard, {member: 1e12})
+                timers.setdefault(shard, []).append(member)
         deleted = await erase_redis(
-            redis=redis, keys=keys, customer_ids={"retries", "act-1"}, timer_shards=4
+            redis=redis, keys=keys, customer_ids={"retries", "act-1", "act-?"}, timer_shards=4
         )
         assert deleted == 4
+        left = {member.decode() for shard in timers for member in await redis.zrange(shard, 0, -1)}
+        assert {CustomerKeys.parse_timer_member(m)[0] for m in left} == {"act-10", alike, "act-["}
         assert [bool(await redis.exists(key)) for key in others] == [True, True, True]
         assert await redis.hkeys(dispatch.retry_actions) == [b"x"]
         assert await redis.zscore(dispatch.retry_due, "act-2") is None

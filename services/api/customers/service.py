@@ -30,7 +30,6 @@ from services.api.history.models import (
 )
 from shared.customer_keys import CustomerKeys
 from shared.dispatch_keys import DispatchKeys
-from shared.profile import Profile, ProfileDecodeError
 
 _SCAN_COUNT = 1000
 _UNLINK_BATCH = 500
@@ -204,17 +203,17 @@ async def erase_redis(
     customer); returns how many keys went."""
     deleted = 0
     for customer_id in sorted(customer_ids):
-        raw = await redis.hget(keys.profile(customer_id), "p")
-        if raw is not None:
-            try:
-                waits = Profile.from_json(raw).waits
-            except ProfileDecodeError:
-                waits = []  # a profile that does not read: it goes all the same
-            if waits:
-                await redis.zrem(
-                    keys.timer_shard(customer_id, timer_shards),
-                    *(keys.timer_member(customer_id, w.rule, w.key) for w in waits),
-                )
+        # Every entry of theirs in their shard, also one whose wait the profile no longer
+        # holds (the timer loop drops such entries only once they fall due).
+        shard = keys.timer_shard(customer_id, timer_shards)
+        members = [
+            member
+            async for member, _ in redis.zscan_iter(
+                shard, match=keys.timer_members_of(customer_id), count=_SCAN_COUNT
+            )
+        ]
+        if members:
+            await redis.zrem(shard, *members)
         # By name, not by a pattern on the hash tag: other keys share that shape (the
         # dispatcher's per-action and retry keys), and a SCAN would read the whole keyspace.
         deleted += int(await redis.unlink(*keys.of_customer(customer_id)))
