@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from functools import lru_cache
 from typing import Any
 
@@ -28,12 +29,31 @@ _MISSING = object()
 # taking the process's CPU or memory; the operators are not folded when compiling either.
 _MAX_EXPONENT = 256
 _MAX_REPEATED = 1 << 20  # items or characters of a repeated string or list
+# Items of every range() of one render together: nested loops multiply, so Jinja's bound of
+# each range on its own (100,000) would still let two nested ones run 10^10 times.
+_MAX_RANGE_ITEMS = 100_000
+_range_left: ContextVar[list[int] | None] = ContextVar("range_left", default=None)
+
+
+def _bounded_range(*args: int) -> range:
+    numbers = range(*args)
+    left = _range_left.get()
+    if left is None:  # outside a render of TemplateRenderer: each range on its own
+        left = [_MAX_RANGE_ITEMS]
+    if len(numbers) > left[0]:
+        raise SecurityError(f"ranges of more than {_MAX_RANGE_ITEMS} numbers in all")
+    left[0] -= len(numbers)
+    return numbers
 
 
 class Sandbox(SandboxedEnvironment):
-    """Jinja2's sandbox, with ``**`` and ``*`` bounded."""
+    """Jinja2's sandbox, with ``**``, ``*`` and ``range`` bounded."""
 
     intercepted_binops = frozenset(("**", "*"))
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.globals["range"] = _bounded_range
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "**" and isinstance(right, int) and abs(right) > _MAX_EXPONENT:
@@ -114,6 +134,7 @@ class TemplateRenderer:
             value = _look_up(context, path)
             if value is not _MISSING:
                 return str(value)
+        budget = _range_left.set([_MAX_RANGE_ITEMS])
         try:
             template = (self._compile_html if html else self._compile_text)(source)
             return template.render(context)
@@ -132,6 +153,8 @@ class TemplateRenderer:
             raise TemplateRenderError(
                 f"template error in {field}: {type(exc).__name__}: {exc}"
             ) from exc
+        finally:
+            _range_left.reset(budget)
 
     def render_tree(self, value: Any, context: Mapping[str, Any], *, field: str) -> Any:
         """Render every string inside a JSON value (a webhook or kafka payload)."""

@@ -218,6 +218,17 @@ def test_saving_a_template_never_computes_it_and_deep_nesting_is_a_template_erro
         check_template("{{ " + "(" * 5000 + "1" + ")" * 5000 + " }}", "payload.x")
 
 
+def test_nested_ranges_share_one_bound_per_render() -> None:
+    renderer = TemplateRenderer()
+    nested = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+    # Refused at the second range, not after 10^10 turns.
+    with pytest.raises(TemplateRenderError, match="ranges of more than 100000 numbers"):
+        renderer.render(nested, {}, field="body")
+    # The bound is per render: each of these renders fits on its own, again and again.
+    counted = "{% for i in range(60000) %}{% endfor %}{{ range(3) | list | length }}"
+    assert [renderer.render(counted, {}, field="body") for _ in range(3)] == ["3"] * 3
+
+
 # --- offsets ------------------------------------------------------------------------------
 
 
