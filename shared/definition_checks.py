@@ -10,6 +10,7 @@ Field names in errors are paths into the definition as written: ``if``,
 from __future__ import annotations
 
 import re
+from collections.abc import Container
 from typing import Any
 
 from jinja2 import TemplateSyntaxError
@@ -47,12 +48,12 @@ class DefinitionError(ValueError):
 
 
 def templated_host(url: str) -> bool:
-    """Whether a webhook url template may render to a host it does not spell out."""
+    """Whether a webhook url template may render to a host it does not spell out: any
+    ``{`` before the path (``{{``, ``{%`` and ``{#`` alike; a host never holds one)."""
     scheme, found, rest = url.strip().partition("://")
     if not found or "{" in scheme:
         return True
-    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
-    return "{{" in authority or "{%" in authority
+    return "{" in re.split(r"[/?#]", rest, maxsplit=1)[0]
 
 
 def check_template(source: str, field: str) -> None:
@@ -83,18 +84,16 @@ def check_journey(journey: Journey, where: str = "") -> None:
         compile_expression(stage.when, f"{where}stages[{index}].when")
 
 
-def check_rule(rule: Rule, where: str = "") -> None:
+def check_rule(rule: Rule, where: str = "", *, policy: bool = True) -> None:
     """Raise ExpressionError, TemplateError or DefinitionError for the first part of
-    ``rule`` that fails."""
-    if rule.if_ is not None:
-        compile_expression(rule.if_, f"{where}if")
-    if rule.wait is not None:
-        if rule.wait.key is not None:
-            compile_expression(rule.wait.key, f"{where}wait.key")
-        if rule.wait.unless is not None and rule.wait.unless.match is not None:
-            compile_expression(rule.wait.unless.match, f"{where}wait.unless.match")
-    if rule.goal is not None and rule.goal.match is not None:
-        compile_expression(rule.goal.match, f"{where}goal.match")
+    ``rule`` that fails. ``policy``: also the checks added since rules were first saved
+    (the secret's length, headers to a templated host), for a rule being saved now."""
+    if policy:
+        _check_policy(rule, where)
+    _check_expressions_and_templates(rule, where)
+
+
+def _check_policy(rule: Rule, where: str) -> None:
     action = rule.action
     if action.secret is not None:
         try:
@@ -107,6 +106,19 @@ def check_rule(rule: Rule, where: str = "") -> None:
             "a webhook whose host comes from a template cannot have headers: they would go "
             "to whatever host a trait or event names; template only the path",
         )
+
+
+def _check_expressions_and_templates(rule: Rule, where: str) -> None:
+    if rule.if_ is not None:
+        compile_expression(rule.if_, f"{where}if")
+    if rule.wait is not None:
+        if rule.wait.key is not None:
+            compile_expression(rule.wait.key, f"{where}wait.key")
+        if rule.wait.unless is not None and rule.wait.unless.match is not None:
+            compile_expression(rule.wait.unless.match, f"{where}wait.unless.match")
+    if rule.goal is not None and rule.goal.match is not None:
+        compile_expression(rule.goal.match, f"{where}goal.match")
+    action = rule.action
     for name in CHANNEL_FIELDS[action.channel]:
         value = getattr(action, name)
         if name == "secret" or value is None:
@@ -121,9 +133,17 @@ def check_rule(rule: Rule, where: str = "") -> None:
 
 
 def check_bundle(bundle: Bundle) -> None:
-    """Check every journey and rule of a bundle (its shape and references are checked by
-    the model itself)."""
+    """Check every journey and rule of a bundle but the policy checks (see
+    :func:`check_bundle_policy`); its shape and references are checked by the model."""
     for index, journey in enumerate(bundle.journeys):
         check_journey(journey, f"journeys[{index}].")
     for index, rule in enumerate(bundle.rules):
-        check_rule(rule, f"rules[{index}].")
+        check_rule(rule, f"rules[{index}].", policy=False)
+
+
+def check_bundle_policy(bundle: Bundle, keys: Container[str]) -> None:
+    """The policy checks of the bundle's rules named in ``keys``: those being saved now (a
+    rule left as it is still applies, saved before a check was added)."""
+    for index, rule in enumerate(bundle.rules):
+        if rule.key in keys:
+            _check_policy(rule, f"rules[{index}].")

@@ -7,7 +7,7 @@ makes an event's effects atomic.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -58,6 +58,20 @@ class OpenGoal:
     since: float = 0.0  # goal events stamped before this (when the action went) do not count
 
 
+_FIELDS: dict[type, frozenset[str]] = {}
+
+
+def _known(kind: type, data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` without the fields a newer version of Safar added: a profile it wrote reads
+    here (and loses only those) instead of being set aside as unreadable."""
+    names = _FIELDS.get(kind)
+    if names is None:
+        names = _FIELDS[kind] = frozenset(f.name for f in fields(kind))
+    if data.keys() <= names:
+        return data
+    return {name: value for name, value in data.items() if name in names}
+
+
 @dataclass(slots=True)
 class Profile:
     """What Safar knows of one customer. ``seen`` and ``offsets`` make replays harmless."""
@@ -86,10 +100,12 @@ class Profile:
         """Raises :class:`ProfileDecodeError` for anything that is not a stored profile."""
         try:
             data = orjson.loads(raw)
-            data["stages"] = {j: StageState(**s) for j, s in data.get("stages", {}).items()}
-            data["waits"] = [PendingWait(**w) for w in data.get("waits", ())]
-            data["goals"] = [OpenGoal(**g) for g in data.get("goals", ())]
-            return cls(**data)
+            data["stages"] = {
+                j: StageState(**_known(StageState, s)) for j, s in data.get("stages", {}).items()
+            }
+            data["waits"] = [PendingWait(**_known(PendingWait, w)) for w in data.get("waits", ())]
+            data["goals"] = [OpenGoal(**_known(OpenGoal, g)) for g in data.get("goals", ())]
+            return cls(**_known(cls, data))
         except (ValueError, TypeError, AttributeError, KeyError) as exc:
             raise ProfileDecodeError(f"not a stored profile: {exc}") from exc
 

@@ -10,12 +10,13 @@ anything that does not render raises :class:`TemplateRenderError` naming the fie
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import Template, TemplateError, TemplateSyntaxError
+from jinja2 import Template, TemplateError, TemplateSyntaxError, nodes
+from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
 
 from shared.actions import ActionRecord
@@ -25,35 +26,77 @@ _ONE_VARIABLE = re.compile(r"\{\{ *([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*) *\}\}")
 _MISSING = object()
 
 
-# What one operator may build: past these a template is refused (SecurityError) instead of
-# taking the process's CPU or memory; the operators are not folded when compiling either.
+# What one template may do: past these it is refused (SecurityError) instead of taking the
+# process's CPU or memory, and so every delivery; operators are not folded when compiling.
 _MAX_EXPONENT = 256
-_MAX_REPEATED = 1 << 20  # items or characters of a repeated string or list
-# Items of every range() of one render together: nested loops multiply, so Jinja's bound of
-# each range on its own (100,000) would still let two nested ones run 10^10 times.
-_MAX_RANGE_ITEMS = 100_000
-_range_left: ContextVar[list[int] | None] = ContextVar("range_left", default=None)
+_MAX_REPEATED = 1 << 20  # items or characters of a repeated string or list, a filter's width
+# Loop turns and function or macro calls of one render, all together: nested loops and
+# recursive macros multiply, so a bound on each range or loop alone would not do.
+_MAX_STEPS = 1_000_000
+_steps_left: ContextVar[list[int] | None] = ContextVar("steps_left", default=None)
+# Filters whose number arguments size what they build (`'x' | center(10 ** 9)`).
+_SIZED_FILTERS = ("batch", "center", "indent", "slice", "truncate", "wordwrap")
 
 
-def _bounded_range(*args: int) -> range:
-    numbers = range(*args)
-    left = _range_left.get()
-    if left is None:  # outside a render of TemplateRenderer: each range on its own
-        left = [_MAX_RANGE_ITEMS]
-    if len(numbers) > left[0]:
-        raise SecurityError(f"ranges of more than {_MAX_RANGE_ITEMS} numbers in all")
-    left[0] -= len(numbers)
-    return numbers
+def _step(n: int = 1) -> None:
+    left = _steps_left.get()
+    if left is None:  # outside TemplateRenderer.render: no render to charge
+        return
+    left[0] -= n
+    if left[0] < 0:
+        raise SecurityError(f"more than {_MAX_STEPS:,} loop turns and calls in one render")
+
+
+def _sized(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        for value in (*args[1:], *kwargs.values()):
+            if isinstance(value, int) and abs(value) > _MAX_REPEATED:
+                raise SecurityError(f"{name} with {value}: sizes go up to {_MAX_REPEATED}")
+        return original(*args, **kwargs)
+
+    return bounded
 
 
 class Sandbox(SandboxedEnvironment):
-    """Jinja2's sandbox, with ``**``, ``*`` and ``range`` bounded."""
+    """Jinja2's sandbox, with ``**``, ``*``, sizing filters, loops and calls bounded."""
 
     intercepted_binops = frozenset(("**", "*"))
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        self.globals["range"] = _bounded_range
+        for name in _SIZED_FILTERS:
+            self.filters[name] = _sized(name, self.filters[name])
+        self.globals.pop("lipsum", None)
+
+    def _generate(
+        self,
+        source: nodes.Template,
+        name: str | None,
+        filename: str | None,
+        defer_init: bool = False,
+    ) -> str:
+        # Every loop iterates through `counted`, reached as an attribute of the environment
+        # (a template cannot rebind it), so each turn is charged.
+        for loop in source.find_all(nodes.For):
+            loop.iter = nodes.Call(
+                nodes.EnvironmentAttribute("counted"),
+                [loop.iter],
+                [],
+                None,
+                None,
+                lineno=loop.lineno,
+            )
+        return super()._generate(source, name, filename, defer_init)
+
+    @staticmethod
+    def counted(iterable: Any) -> Iterator[Any]:
+        for item in iterable:
+            _step()
+            yield item
+
+    def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        _step()
+        return super().call(__context, __obj, *args, **kwargs)
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "**" and isinstance(right, int) and abs(right) > _MAX_EXPONENT:
@@ -134,7 +177,7 @@ class TemplateRenderer:
             value = _look_up(context, path)
             if value is not _MISSING:
                 return str(value)
-        budget = _range_left.set([_MAX_RANGE_ITEMS])
+        budget = _steps_left.set([_MAX_STEPS])
         try:
             template = (self._compile_html if html else self._compile_text)(source)
             return template.render(context)
@@ -148,13 +191,15 @@ class TemplateRenderer:
             ) from exc
         except TemplateError as exc:
             raise TemplateRenderError(f"template error in {field}: {exc}") from exc
+        except RecursionError as exc:  # a macro that calls itself without end
+            raise TemplateRenderError(f"template in {field} recurses too deeply") from exc
         except (ArithmeticError, LookupError, TypeError, ValueError, AttributeError) as exc:
             # Raised by filters and operators on the customer's data, e.g. `{{ 1 / 0 }}`.
             raise TemplateRenderError(
                 f"template error in {field}: {type(exc).__name__}: {exc}"
             ) from exc
         finally:
-            _range_left.reset(budget)
+            _steps_left.reset(budget)
 
     def render_tree(self, value: Any, context: Mapping[str, Any], *, field: str) -> Any:
         """Render every string inside a JSON value (a webhook or kafka payload)."""

@@ -10,7 +10,13 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from services.api.config.diff import FieldChange, field_changes
-from shared.definition_checks import DefinitionError, TemplateError, check_bundle, check_rule
+from shared.definition_checks import (
+    DefinitionError,
+    TemplateError,
+    check_bundle,
+    check_bundle_policy,
+    check_rule,
+)
 from shared.definitions import Bundle, ConfigSnapshot, QuietHours, Rule
 from shared.durations import format_duration, parse_duration
 from shared.expressions import ExpressionError
@@ -323,6 +329,7 @@ def test_field_changes_point_at_leaves() -> None:
         ("https://{{ customer.traits.host }}/hook", True),
         ("https://crm.example{% if true %}.evil{% endif %}/hook", True),
         ("https://{{ customer.traits.tenant }}.crm.example/hook", True),
+        ("https://crm.example{#x#}{{ trigger.properties.h }}/hook", True),  # a comment cut
         ("https://crm.example/hooks/{{ customer.id }}?c={{ trigger.name }}", False),
         ("https://crm.example:8443/hook#{{ rule.key }}", False),
     ],
@@ -336,3 +343,13 @@ def test_headers_never_go_to_a_host_a_template_chooses(url: str, refused: bool) 
     else:
         check_rule(parsed)
     check_rule(Rule.model_validate(rule(action={"channel": "webhook", "url": url})))
+
+
+def test_an_unchanged_rule_saved_before_the_policy_checks_still_applies() -> None:
+    short = "whsec_" + base64.b64encode(b"k" * 8).decode()
+    legacy = rule(action={"channel": "webhook", "url": "https://x", "secret": short})
+    bundle = Bundle.model_validate({"rules": [legacy]})
+    check_bundle(bundle)  # expressions and templates: yes; the secret's length: not here
+    check_bundle_policy(bundle, keys=set())  # applied again as it is
+    with pytest.raises(DefinitionError, match=r"^rules\[0\]\.action\.secret: "):
+        check_bundle_policy(bundle, keys={legacy["key"]})  # created or changed now

@@ -218,15 +218,48 @@ def test_saving_a_template_never_computes_it_and_deep_nesting_is_a_template_erro
         check_template("{{ " + "(" * 5000 + "1" + ")" * 5000 + " }}", "payload.x")
 
 
-def test_nested_ranges_share_one_bound_per_render() -> None:
+@pytest.mark.parametrize(
+    ("source", "reason"),
+    [
+        (
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+            "turns",
+        ),
+        (
+            "{% set r = range(100000) %}{% for a in r %}{% for b in r %}{% endfor %}{% endfor %}",
+            "turns",
+        ),
+        (
+            "{% for a in [0] * 1000000 %}{% for b in 'x' * 1000000 %}{% endfor %}{% endfor %}",
+            "turns",
+        ),
+        (
+            "{% macro f(n) %}{% if n %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}"
+            "{{ f(40) }}",
+            "turns",
+        ),
+        ("{{ 'x' | center(1000000000) }}", "sizes go up to"),
+        ("{{ range(1) | batch(1000000000, 0) | list }}", "sizes go up to"),
+        ("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}", "recurses too deeply|turns"),
+    ],
+)
+def test_what_one_render_may_compute_is_bounded(source: str, reason: str) -> None:
+    # Each of these would hold the dispatcher for hours or take gigabytes.
+    with pytest.raises(TemplateRenderError, match=reason):
+        TemplateRenderer().render(source, {}, field="body")
+
+
+def test_the_bound_is_per_render() -> None:
     renderer = TemplateRenderer()
-    nested = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
-    # Refused at the second range, not after 10^10 turns.
-    with pytest.raises(TemplateRenderError, match="ranges of more than 100000 numbers"):
-        renderer.render(nested, {}, field="body")
-    # The bound is per render: each of these renders fits on its own, again and again.
-    counted = "{% for i in range(60000) %}{% endfor %}{{ range(3) | list | length }}"
-    assert [renderer.render(counted, {}, field="body") for _ in range(3)] == ["3"] * 3
+    # 630,000 turns each: together over the bound, each alone under it.
+    source = (
+        "{% for i in range(90000) %}{% for j in range(6) %}{% endfor %}{% endfor %}"
+        "{{ range(3) | list | length }}"
+    )
+    assert [renderer.render(source, {}, field="body") for _ in range(3)] == ["3"] * 3
+    loops = "{% for p in trigger.products %}{{ p.name }};{% endfor %}"
+    context = {"trigger": {"products": [{"name": "a"}, {"name": "b"}]}}
+    assert renderer.render(loops, context, field="body") == "a;b;"
 
 
 # --- offsets ------------------------------------------------------------------------------

@@ -6,6 +6,8 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
+
 from shared.definitions import QuietHours
 from shared.engine.compiled import CompiledConfig
 from shared.engine.identity import merge_profiles
@@ -414,3 +416,14 @@ def test_quiet_hours_ending_in_the_repeated_hour_of_a_clock_change_end_after_now
     assert end_at(second_pass) == datetime(2026, 11, 1, 6, 30, tzinfo=UTC).timestamp()
     first_pass = datetime(2026, 11, 1, 5, 10, tzinfo=UTC)  # 01:10 EDT
     assert end_at(first_pass) == datetime(2026, 11, 1, 5, 30, tzinfo=UTC).timestamp()
+
+
+def test_a_profile_a_newer_version_wrote_reads_without_the_fields_it_added() -> None:
+    config = bundle_config(None, [ABANDONED])
+    profile, _ = feed(config, [track("Product Added", cart_id="cart-1", price=30.0)])
+    data = orjson.loads(profile.to_json())
+    data["loyalty_tier"] = "gold"
+    data["waits"][0]["channel_hint"] = "sms"
+    next(iter(data["stages"].values()))["entered_by"] = "m1"
+    read = Profile.from_json(orjson.dumps(data))
+    assert read == profile

@@ -16,7 +16,7 @@ from services.api.config.models import ConfigVersionRow
 from services.api.config.publisher import record_change
 from services.api.journeys import service as journeys
 from services.api.rules import service as rules
-from shared.definition_checks import check_bundle
+from shared.definition_checks import check_bundle, check_bundle_policy
 from shared.definitions import Bundle, Journey
 
 # Transaction-scoped advisory lock taken by every configuration write, so concurrent
@@ -112,6 +112,7 @@ async def apply_bundle(
         {r.key: r.document() for r in current.rules},
         {r.key: r.document() for r in bundle.rules},
     )
+    check_bundle_policy(bundle, {p.key for p in rule_plan if p.change != "delete"})
     planned = journey_plan + rule_plan
     unchanged = same_journeys + same_rules
     if dry_run or not planned:

@@ -201,24 +201,35 @@ async def erase_redis(
 ) -> int:
     """Delete these customers' keys, and their entries in the timer index (which name the
     customer); returns how many keys went."""
+    await _erase_timers(redis, keys, customer_ids, timer_shards)
     deleted = 0
     for customer_id in sorted(customer_ids):
-        # Every entry of theirs in their shard, also one whose wait the profile no longer
-        # holds (the timer loop drops such entries only once they fall due).
-        shard = keys.timer_shard(customer_id, timer_shards)
-        members = [
-            member
-            async for member, _ in redis.zscan_iter(
-                shard, match=keys.timer_members_of(customer_id), count=_SCAN_COUNT
-            )
-        ]
-        if members:
-            await redis.zrem(shard, *members)
         # By name, not by a pattern on the hash tag: other keys share that shape (the
         # dispatcher's per-action and retry keys), and a SCAN would read the whole keyspace.
         deleted += int(await redis.unlink(*keys.of_customer(customer_id)))
     await _erase_retries(redis, DispatchKeys(keys.namespace), customer_ids)
     return deleted
+
+
+async def _erase_timers(
+    redis: Redis, keys: CustomerKeys, customer_ids: set[str], timer_shards: int
+) -> None:
+    """Every entry of theirs in the timer index, also one whose wait the profile no longer
+    holds (the timer loop drops such entries only once they fall due): each shard holding
+    any of them is scanned once."""
+    by_shard: dict[str, set[str]] = {}
+    for customer_id in customer_ids:
+        by_shard.setdefault(keys.timer_shard(customer_id, timer_shards), set()).add(customer_id)
+    for shard, theirs in sorted(by_shard.items()):
+        # One customer: only their members are read; several: the shard, filtered here.
+        match = keys.timer_members_of(next(iter(theirs))) if len(theirs) == 1 else None
+        members = [
+            member
+            async for member, _ in redis.zscan_iter(shard, match=match, count=_SCAN_COUNT)
+            if CustomerKeys.parse_timer_member(member.decode(errors="replace"))[0] in theirs
+        ]
+        if members:
+            await redis.zrem(shard, *members)
 
 
 async def _erase_retries(redis: Redis, dispatch: DispatchKeys, customer_ids: set[str]) -> None:

@@ -474,6 +474,8 @@ class Dispatcher:
                 f"the action's sealed is not a list of field names: {sealed!r:.100}",
                 retriable=False,
             )
+        if not sealed:
+            return action
         config = self._config.current
         rule = config.rules.get(action.rule) if config is not None else None
         if rule is None or rule.version < action.rule_version:
