@@ -9,10 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, NonNegativeFloat, SecretStr, field_validator
+from pydantic import Field, NonNegativeFloat, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from shared.webhook_secret import check_secret
 
 
 class Settings(BaseSettings):
@@ -94,13 +92,6 @@ class Settings(BaseSettings):
     webhook_allow_private: bool = False
     # Per attempt: connect, send and read the answer within this many seconds.
     webhook_timeout_s: float = Field(default=10.0, gt=0)
-
-    @field_validator("webhook_secret")
-    @classmethod
-    def _usable_secret(cls, secret: SecretStr | None) -> SecretStr | None:
-        if secret is not None:
-            check_secret(secret.get_secret_value())
-        return secret
 
     # Dispatcher: seconds before each retry of a failed delivery; the list's length is the
     # number of retries, after which the action is failed and dead-lettered.

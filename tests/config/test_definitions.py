@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from pydantic import SecretStr, ValidationError
+from pydantic import ValidationError
 
 from services.api.config.diff import FieldChange, field_changes
 from shared.definition_checks import (
@@ -20,7 +20,6 @@ from shared.definition_checks import (
 from shared.definitions import Bundle, ConfigSnapshot, QuietHours, Rule
 from shared.durations import format_duration, parse_duration
 from shared.expressions import ExpressionError
-from shared.settings import Settings
 
 THANK_YOU: dict[str, Any] = {
     "key": "thank-you",
@@ -248,12 +247,8 @@ def test_a_webhook_secret_is_a_key_of_16_bytes_or_more(secret: str, message: str
         check_rule(parsed)  # ...but cannot be saved
     assert caught.value.field == "action.secret"
     assert secret not in str(caught.value)
-    with pytest.raises(ValidationError, match=message) as refused:
-        Settings(webhook_secret=SecretStr(secret))  # the installation's, likewise
-    assert secret not in str(refused.value)
     good = "whsec_" + base64.b64encode(b"k" * 16).decode()
     check_rule(Rule.model_validate(rule(action=action | {"secret": good})))
-    assert Settings(webhook_secret=SecretStr(good)).webhook_secret is not None
 
 
 def test_an_unreadable_snapshot_error_does_not_quote_header_values() -> None:

@@ -13,7 +13,9 @@ import httpx
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
+from pydantic import SecretStr
 from redis.asyncio import Redis
+from standardwebhooks.webhooks import Webhook
 
 from services.orchestrator.active_config import ActiveConfig
 from shared.actions import ActionRecord
@@ -506,3 +508,22 @@ async def test_webhook_credentials_stay_out_of_action_records(
     dumped = orjson.dumps(letters)
     assert b"-token" not in dumped and SECRET.encode() not in dumped
     assert len(receiver.at("sealed")) == 3 and receiver.at("moved") == []
+
+
+async def test_a_short_installation_secret_is_reported_and_still_signs(
+    dispatch_settings: Settings,
+    receiver: WebhookReceiver,
+    start_dispatcher: StartDispatcher,
+    producer: AIOKafkaProducer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    short = "whsec_" + base64.b64encode(b"k" * 8).decode()
+    await start_dispatcher(webhook_secret=SecretStr(short))
+    [warning] = [r for r in caplog.records if "SAFAR_WEBHOOK_SECRET" in r.getMessage()]
+    assert "at least 16 bytes" in warning.getMessage() and short not in warning.getMessage()
+    # Installations keep delivering until they rotate it.
+    action = make_action({"channel": "webhook", "url": receiver.script("short", [Reply()])})
+    await publish(producer, dispatch_settings, action)
+    await eventually(lambda: _count(receiver, "short"), lambda n: n >= 1, what="delivery")
+    delivery = receiver.at("short")[0]
+    Webhook(short).verify(delivery.body, delivery.headers)  # signed with it

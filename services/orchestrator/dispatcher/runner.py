@@ -54,6 +54,7 @@ from shared.kafka import make_consumer, send_batches, stop_consumer
 from shared.settings import Settings
 from shared.templates import TemplateRenderer, TemplateRenderError, template_context
 from shared.topics import Topics
+from shared.webhook_secret import check_secret
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +184,11 @@ class Dispatcher:
         if self._task is not None:
             return
         settings = self._settings
+        if settings.webhook_secret is not None:
+            try:
+                check_secret(settings.webhook_secret.get_secret_value())
+            except ValueError as exc:  # it still signs (rules saved with one still do too)
+                log.warning("SAFAR_WEBHOOK_SECRET: %s; rotate it", exc)
         self._http = HttpClient(
             user_agent=USER_AGENT,
             max_idle_per_host=settings.dispatch_max_concurrency,
