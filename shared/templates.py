@@ -38,11 +38,11 @@ _steps_left: ContextVar[list[int] | None] = ContextVar("steps_left", default=Non
 _SIZED_FILTERS = ("batch", "center", "indent", "slice", "truncate", "wordwrap")
 
 
-def _step(n: int = 1) -> None:
+def _step() -> None:
     left = _steps_left.get()
     if left is None:  # outside TemplateRenderer.render: no render to charge
         return
-    left[0] -= n
+    left[0] -= 1
     if left[0] < 0:
         raise SecurityError(f"more than {_MAX_STEPS:,} loop turns and calls in one render")
 
@@ -76,7 +76,8 @@ class Sandbox(SandboxedEnvironment):
         defer_init: bool = False,
     ) -> str:
         # Every loop iterates through `counted`, reached as an attribute of the environment
-        # (a template cannot rebind it), so each turn is charged.
+        # (a template cannot rebind it), so each turn is charged. (Jinja's hook between
+        # parsing and code generation; its name is private to Jinja 3.1.)
         for loop in source.find_all(nodes.For):
             loop.iter = nodes.Call(
                 nodes.EnvironmentAttribute("counted"),
